@@ -1,0 +1,19 @@
+"""The `ponder` command. Each command group lives in its own module; this one wires them up."""
+
+from __future__ import annotations
+
+import click
+
+from ponder import __version__
+from ponder.cli.ask import ask
+from ponder.cli.models import models
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ponder")
+def main() -> None:
+    """ponder: better answers from a language model by spending more compute at inference."""
+
+
+main.add_command(ask)
+main.add_command(models)
