@@ -72,7 +72,9 @@ class GenerationRequest(BaseModel):
         return self
 
     @classmethod
-    def chat(cls, messages: list[dict[str, Any]] | list[Message], **params: Any) -> GenerationRequest:
+    def chat(
+        cls, messages: list[dict[str, Any]] | list[Message], **params: Any
+    ) -> GenerationRequest:
         msgs = tuple(m if isinstance(m, Message) else Message.model_validate(m) for m in messages)
         return cls(messages=msgs, params=SamplingParams(**params))
 
