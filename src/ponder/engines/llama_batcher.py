@@ -304,7 +304,7 @@ class LlamaBatcher:
         seq.token = token
         seq.n_tokens += 1
         params = seq.job.params
-        if self.model.is_eog(token):
+        if self.model.is_eog(token) and not params.ignore_eos:
             self._finish(seq, "stop")
             return
         if seq.logprobs is not None:

@@ -40,6 +40,9 @@ class SamplingParams(BaseModel):
     top_logprobs: int = Field(
         default=0, ge=0, le=20, description="alternatives per token (implies logprobs)"
     )
+    ignore_eos: bool = Field(
+        default=False, description="keep generating past end-of-text (for benchmarks)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> SamplingParams:
