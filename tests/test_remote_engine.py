@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 import pytest
 
-from llama_server import free_port, llama_server
 from ponder.engines import _openai_wire as wire
 from ponder.engines.remote import RemoteEngine
 from ponder.engines.types import (
@@ -29,6 +28,7 @@ from ponder.errors import (
     BackendUnavailableError,
     InvalidRequestError,
 )
+from tests.llama_server import free_port, llama_server
 
 URL = "http://gpu-1.test:8000/v1"
 Handler = Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]

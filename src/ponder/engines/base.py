@@ -58,10 +58,13 @@ class GenerationHandle:
             self._on_cancel(index)
 
     async def events(self) -> AsyncIterator[SampleEvent]:
-        """Deltas and finished samples as they happen; ends when the request ends."""
+        """Deltas and finished samples as they happen; ends when the request ends, raising the
+        request's error if it failed."""
         while True:
             event = await self._events.get()
             if event is None:
+                if self._result.done() and self._result.exception() is not None:
+                    raise self._result.exception()  # type: ignore[misc]
                 return
             yield event
 

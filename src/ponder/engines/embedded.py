@@ -14,7 +14,7 @@ from ponder.engines.base import Engine, GenerationHandle
 from ponder.engines.llama_batcher import Job, LlamaBatcher
 from ponder.engines.llama_model import LlamaModel, default_threads
 from ponder.engines.types import Capabilities, Generation, GenerationRequest, SampleEvent
-from ponder.errors import ContextOverflowError, InvalidRequestError
+from ponder.errors import ContextOverflowError, EngineError, InvalidRequestError
 
 
 class EmbeddedEngine(Engine):
@@ -45,6 +45,7 @@ class EmbeddedEngine(Engine):
         self._llama = LlamaModel(Path(model_path).expanduser(), verbose=verbose)
         self.model = name or self._llama.path.stem
         self.n_threads = threads
+        self._closed = False
         self._batcher = LlamaBatcher(
             self._llama,
             n_ctx=n_ctx,
@@ -77,6 +78,8 @@ class EmbeddedEngine(Engine):
         return self._llama.raw_prompt(request.prompt)
 
     def start(self, request: GenerationRequest) -> GenerationHandle:
+        if self._closed:
+            raise EngineError("the engine is closed")
         params = request.params
         if params.n > self.max_sequences:
             raise InvalidRequestError(
@@ -128,6 +131,13 @@ class EmbeddedEngine(Engine):
                 "or start the engine with a larger n_ctx"
             )
 
-    async def aclose(self) -> None:
-        await asyncio.to_thread(self._batcher.close)
+    def close(self) -> None:
+        """Stop the worker (failing requests still running) and free the model."""
+        if self._closed:
+            return
+        self._closed = True
+        self._batcher.close()
         self._llama.close()
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)

@@ -269,7 +269,9 @@ class LlamaBatcher:
     def _step(self) -> None:
         """One token for every live sequence, in one llama_decode."""
         batch = self.batch
-        active = self._active
+        active = self._active = [s for s in self._active if s.finish_reason is None]
+        if not active:
+            return
         for k, seq in enumerate(active):
             batch.token[k] = seq.token
             batch.pos[k] = seq.pos
@@ -283,14 +285,9 @@ class LlamaBatcher:
             for job in {seq.job for seq in active}:
                 self._abort_job(job, exc)
             return
-        still = []
         for k, seq in enumerate(active):
             seq.pos += 1
-            if seq.finish_reason is None:
-                self._accept(seq, k)
-            if seq.finish_reason is None:
-                still.append(seq)
-        self._active = still
+            self._accept(seq, k)
 
     def _decode(self) -> None:
         rc = self.lib.llama_decode(self.ctx, self.batch)

@@ -7,25 +7,53 @@ model and vocabulary, which llama.cpp allows from any thread.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from ponder.engines.types import Message
 from ponder.errors import EngineError, MissingDependencyError, ModelNotFoundError
 
+GGML_LOG_LEVEL_ERROR = 4  # ggml's enum: none, debug, info, warn, error, cont
+
 
 def import_llama_cpp() -> Any:
     """llama-cpp-python is an optional dependency: say how to get it when it is missing."""
     try:
         import llama_cpp
-        import llama_cpp._logger
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise MissingDependencyError(
             "the embedded engine needs llama-cpp-python: pip install 'ponder[embedded]' "
             "(or use a remote engine: --engine http://HOST:PORT/v1)"
         ) from exc
     return llama_cpp
+
+
+def quiet_llama_logs(lib: Any, verbose: bool) -> None:
+    """Let llama.cpp print only errors unless asked (its load-time warnings confuse users).
+
+    llama-cpp-python's own hook maps ggml's log levels off by one, so it shows warnings.
+    """
+    lib.llama_log_set(_log_hook(lib, verbose), ctypes.c_void_p(0))
+
+
+@functools.cache
+def _log_hook(lib: Any, verbose: bool) -> Any:
+    """The C callback, kept alive for the life of the process (llama.cpp holds a pointer to it)."""
+
+    def hook(
+        level: int,
+        text: bytes,
+        _user_data: ctypes.c_void_p,
+        _write: Any = sys.stderr.write,  # bound now: module globals are gone at interpreter exit
+        _error: int = GGML_LOG_LEVEL_ERROR,
+    ) -> None:
+        if verbose or level == _error:
+            _write(text.decode(errors="replace"))
+
+    return lib.llama_log_callback(hook)
 
 
 def default_threads() -> int:
@@ -40,7 +68,7 @@ class LlamaModel:
         self.path = path
         self.lib = import_llama_cpp()
         lib = self.lib
-        lib._logger.set_verbose(verbose)
+        quiet_llama_logs(lib, verbose)
         if not path.is_file():
             raise ModelNotFoundError(f"model file not found: {path}")
         lib.llama_backend_init()

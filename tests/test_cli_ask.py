@@ -1,0 +1,84 @@
+"""`ponder ask` end to end: the real SmolLM2 model through the CLI, and its error messages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ponder.cli import main
+from tests.conftest import TEST_HOME
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch, smollm2_path: Path) -> CliRunner:
+    monkeypatch.setenv("PONDER_HOME", str(TEST_HOME))
+    return CliRunner()
+
+
+@pytest.mark.model
+def test_ask_json_has_answer_votes_candidates_usage_latency(runner: CliRunner) -> None:
+    args = ["ask", "What is 2+3?", "-m", "smollm2-135m", "-n", "3", "--max-tokens", "24"]
+    result = runner.invoke(main, [*args, "--seed", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert set(out) >= {"answer", "votes", "candidates", "usage", "latency_s"}
+    assert len(out["candidates"]) == 3
+    assert {"text", "answer", "completion_tokens"} <= set(out["candidates"][0])
+    assert out["usage"]["prompt_tokens"] > 0
+    assert out["usage"]["completion_tokens"] == sum(
+        c["completion_tokens"] for c in out["candidates"]
+    )
+    answers = [c["answer"] for c in out["candidates"] if c["answer"] is not None]
+    assert sum(out["votes"].values()) == len(answers)
+    if answers:
+        assert out["answer"] == max(out["votes"], key=out["votes"].get)
+    again = runner.invoke(main, [*args, "--seed", "1", "--json"])
+    assert [c["text"] for c in json.loads(again.stdout)["candidates"]] == [
+        c["text"] for c in out["candidates"]
+    ]
+
+
+@pytest.mark.model
+def test_ask_human_report(runner: CliRunner) -> None:
+    result = runner.invoke(
+        main, ["ask", "What is 10 - 4?", "-m", "smollm2-135m", "-n", "2", "--max-tokens", "16"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Answer:" in result.stdout
+    assert "2 samples" in result.stdout and "tokens/s" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ask", "   "], "question is empty"),
+        (["ask", "Q?", "-n", "0"], "n: Input should be greater than or equal to 1"),
+        (["ask", "Q?", "--temperature", "-2"], "temperature"),
+        (["ask", "Q?", "-m", "no-such-model"], "no-such-model"),
+        (["ask", "Q?", "-m", "/nowhere/model.gguf"], "/nowhere/model.gguf"),
+        (["ask", "Q?", "--engine", "ftp://host"], "unknown engine"),
+    ],
+)
+def test_bad_input_is_one_clear_line(runner: CliRunner, args: list[str], message: str) -> None:
+    result = runner.invoke(main, args)
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_an_unreachable_server_is_a_clear_error(runner: CliRunner) -> None:
+    from tests.llama_server import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    result = runner.invoke(main, ["ask", "Q?", "--engine", url, "-m", "x", "-n", "1"])
+    assert result.exit_code == 1
+    assert "127.0.0.1" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_question_from_stdin(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["ask", "-"], input="   \n")
+    assert result.exit_code == 1 and "question is empty" in result.output
