@@ -114,6 +114,26 @@ def ponder_engine(
     return generation.usage.completion_tokens
 
 
+def concurrent_slowdown(
+    engine: EmbeddedEngine, messages: tuple[Message, ...], n: int, max_tokens: int
+) -> float:
+    """Wall time of two concurrent n-sample requests over one alone (2.0 = no sharing at all)."""
+    params = SamplingParams(n=n, max_tokens=max_tokens, temperature=TEMPERATURE, ignore_eos=True)
+    request = GenerationRequest(messages=messages, params=params)
+
+    async def one() -> float:
+        start = time.perf_counter()
+        await engine.generate(request)
+        return time.perf_counter() - start
+
+    async def two() -> float:
+        start = time.perf_counter()
+        await asyncio.gather(engine.generate(request), engine.generate(request))
+        return time.perf_counter() - start
+
+    return asyncio.run(two()) / asyncio.run(one())
+
+
 def best_rate(run: Callable[[], int], repeats: int) -> float:
     rates = []
     for _ in range(repeats):
@@ -179,6 +199,12 @@ def main() -> None:
                     f"ponder/sequential {ponder / seq:.2f}",
                     flush=True,
                 )
+        slowdown = min(
+            concurrent_slowdown(engine, messages, 8, args.max_tokens) for _ in range(args.repeats)
+        )
+        results["two_concurrent_vs_one_time_n8"] = round(slowdown, 3)
+        if not args.json:
+            print(f"two concurrent n=8 requests take {slowdown:.2f}x the time of one")
     finally:
         asyncio.run(engine.aclose())
         llama.close()

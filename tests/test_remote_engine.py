@@ -130,6 +130,9 @@ def test_request_bodies() -> None:
     assert body["top_k"] == 40 and "min_p" not in body and "top_p" not in body and "n" not in body
     assert body["logprobs"] is True and body["top_logprobs"] == 2 and body["seed"] == 3
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert "ignore_eos" not in body
+    _, body = wire.build_body(chat(ignore_eos=True), model="m", n=1, seed=None, openai=False)
+    assert body["ignore_eos"] is True
     _, body = wire.build_body(req, model="m", n=1, seed=None, openai=True)
     assert body["max_completion_tokens"] == 7 and "max_tokens" not in body
     path, body = wire.build_body(

@@ -7,6 +7,7 @@ import click
 from ponder import __version__
 from ponder.cli.ask import ask
 from ponder.cli.models import models
+from ponder.cli.strategies import strategies
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,3 +18,4 @@ def main() -> None:
 
 main.add_command(ask)
 main.add_command(models)
+main.add_command(strategies)

@@ -1,21 +1,26 @@
-"""`ponder ask`: the main job. Sample n answers in parallel and answer by majority vote."""
+"""`ponder ask`: the main job. Answer a question with a strategy (self-consistency by default:
+n answers sampled in parallel, majority vote) and show what it cost."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ponder.budget import Budget
 from ponder.cli.common import fail_cleanly, pull_progress
 from ponder.engines.factory import open_engine
 from ponder.engines.types import SampleDelta, SampleEvent, SampleFinished, SamplingParams
 from ponder.errors import InvalidRequestError
+from ponder.strategies.registry import StrategyParams, get_strategy, run_strategy
 from ponder.strategies.result import Result
-from ponder.strategies.self_consistency import self_consistency
 
 
 @click.command()
@@ -30,28 +35,50 @@ from ponder.strategies.self_consistency import self_consistency
     show_default=True,
     help="'local' (embedded llama.cpp) or OpenAI-compatible base URL(s), comma-separated.",
 )
-@click.option("--n", "-n", "n", default=8, show_default=True, help="Samples to draw in parallel.")
+@click.option(
+    "--strategy",
+    "-s",
+    default="self-consistency",
+    show_default=True,
+    help="See `ponder strategies`.",
+)
+@click.option(
+    "--param",
+    "-p",
+    "raw_params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A strategy parameter (repeatable).",
+)
+@click.option("--n", "-n", "n", default=None, type=int, help="Samples (the strategy's n; 8).")
 @click.option("--max-tokens", default=512, show_default=True, help="New tokens per sample.")
 @click.option("--temperature", "-t", default=0.8, show_default=True)
 @click.option("--top-p", default=1.0, show_default=True)
 @click.option("--top-k", default=0, show_default=True, help="0 disables top-k.")
 @click.option("--seed", default=None, type=int, help="Reproducible sampling (embedded engine).")
 @click.option("--threads", default=None, type=int, help="llama.cpp threads (default: all cores).")
+@click.option("--max-samples", default=None, type=int, help="Budget: samples of every kind.")
+@click.option("--budget-tokens", default=None, type=int, help="Budget: generated tokens in all.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a report.")
 def ask(
     question: str,
     model: str | None,
     engine: str,
-    n: int,
+    strategy: str,
+    raw_params: tuple[str, ...],
+    n: int | None,
     max_tokens: int,
     temperature: float,
     top_p: float,
     top_k: int,
     seed: int | None,
     threads: int | None,
+    max_samples: int | None,
+    budget_tokens: int | None,
     as_json: bool,
 ) -> None:
-    """Answer QUESTION with self-consistency: n reasoning paths, majority vote.
+    """Answer QUESTION with a test-time compute strategy (default: self-consistency, n reasoning
+    paths and a majority vote).
 
     QUESTION '-' reads the question from standard input.
     """
@@ -61,9 +88,8 @@ def ask(
     with fail_cleanly():
         if not question.strip():
             raise InvalidRequestError("the question is empty: pass it as an argument or on stdin")
-        params = SamplingParams.model_validate(
+        sampling = SamplingParams.model_validate(
             {
-                "n": n,
                 "max_tokens": max_tokens,
                 "temperature": temperature,
                 "top_p": top_p,
@@ -71,18 +97,36 @@ def ask(
                 "seed": seed,
             }
         )
-        result = asyncio.run(_run(question, model, engine, params, threads, console, as_json))
+        chosen = get_strategy(strategy)
+        params = parse_key_values(raw_params)
+        if n is not None:
+            params.setdefault("n", n)
+        plan = Plan(
+            strategy=chosen.name,
+            params=chosen.parse_params(params),
+            sampling=sampling,
+            budget=Budget(max_samples=max_samples, max_tokens=budget_tokens),
+        )
+        result = asyncio.run(_run(question, model, engine, plan, threads, console, as_json))
     if as_json:
         click.echo(result.model_dump_json())
     else:
         _report(result, Console())
 
 
+@dataclass(frozen=True)
+class Plan:
+    strategy: str
+    params: StrategyParams
+    sampling: SamplingParams
+    budget: Budget
+
+
 async def _run(
     question: str,
     model: str | None,
     engine_spec: str,
-    params: SamplingParams,
+    plan: Plan,
     threads: int | None,
     console: Console,
     quiet: bool,
@@ -90,28 +134,44 @@ async def _run(
     with pull_progress(console, quiet) as progress:
         engine = open_engine(engine_spec, model, progress=progress, n_threads=threads)
     async with engine:
-        if quiet or not console.is_terminal:
-            return await self_consistency(engine, question, params)
-        with _SampleProgress(console, params) as live:
-            return await self_consistency(engine, question, params, on_event=live.update)
+        live = None if quiet or not console.is_terminal else _SampleProgress(console, plan)
+        with live or nullcontext():
+            return await run_strategy(
+                plan.strategy,
+                engine,
+                question,
+                plan.params,
+                budget=plan.budget,
+                sampling=plan.sampling,
+                on_event=live.update if live else None,
+            )
+
+
+def parse_key_values(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """`--param k=v` pairs; values stay strings and the strategy's parameter model converts them."""
+    parsed: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InvalidRequestError(f"--param takes KEY=VALUE, got {pair!r}")
+        parsed[key.strip().replace("-", "_")] = value.strip()
+    return parsed
 
 
 class _SampleProgress:
-    """A live bar per sample: tokens generated so far, and how each sample ended."""
+    """Live progress while the strategy works: samples drawn, tokens generated, samples ended."""
 
-    def __init__(self, console: Console, params: SamplingParams) -> None:
+    def __init__(self, console: Console, plan: Plan) -> None:
         self._progress = Progress(
-            TextColumn("sample {task.fields[index]:>2}"),
+            TextColumn("{task.description}"),
             BarColumn(),
-            TextColumn("{task.completed:>5.0f}/{task.total:.0f} tokens {task.fields[status]}"),
+            TextColumn("{task.completed:>6.0f} tokens · {task.fields[ended]} samples ended"),
             TimeElapsedColumn(),
             console=console,
             transient=True,
         )
-        self._tasks = [
-            self._progress.add_task("", total=params.max_tokens, index=i, status="")
-            for i in range(params.n)
-        ]
+        self._task = self._progress.add_task(plan.strategy, total=plan.budget.max_tokens, ended=0)
+        self._ended = 0
 
     def __enter__(self) -> _SampleProgress:
         self._progress.start()
@@ -122,31 +182,29 @@ class _SampleProgress:
 
     def update(self, event: SampleEvent) -> None:
         if isinstance(event, SampleDelta):
-            self._progress.advance(self._tasks[event.index], event.tokens)
+            self._progress.advance(self._task, event.tokens)
         elif isinstance(event, SampleFinished):
-            self._progress.update(
-                self._tasks[event.completion.index], status=event.completion.finish_reason
-            )
+            self._ended += 1
+            self._progress.update(self._task, ended=self._ended)
 
 
 def _report(result: Result, console: Console) -> None:
     answer = result.answer if result.answer is not None else "(no answer found)"
-    total = len(result.candidates)
-    console.print(
-        f"[bold]Answer:[/bold] {answer}   "
-        f"({result.votes.get(result.answer or '', 0)}/{total} votes, {result.vote_share:.0%})"
-    )
+    console.print(f"[bold]Answer:[/bold] {answer}   ({result.vote_share:.0%} of the vote)")
     table = Table("answer", "votes", "share", title=f"{result.strategy} on {result.model}")
-    for value, count in result.votes.items():
-        table.add_row(value, str(count), f"{count / total:.0%}")
+    total = sum(result.votes.values())
+    for value, weight in result.votes.items():
+        table.add_row(value, f"{weight:g}", f"{weight / total:.0%}")
     unanswered = sum(c.answer is None for c in result.candidates)
     if unanswered:
-        table.add_row("[dim](none)[/dim]", str(unanswered), f"{unanswered / total:.0%}")
+        table.add_row("[dim](no answer)[/dim]", str(unanswered), "")
     console.print(table)
     usage = result.usage
     console.print(
-        f"{total} samples, {usage.prompt_tokens} prompt + {usage.completion_tokens} completion "
-        f"tokens in {result.latency_s:.1f} s ({result.tokens_per_s:.1f} tokens/s)"
+        f"{result.samples} samples, {usage.prompt_tokens} prompt + {usage.completion_tokens} "
+        f"completion tokens in {result.latency_s:.1f} s ({result.tokens_per_s:.1f} tokens/s)"
     )
+    if result.stopped_by:
+        console.print(f"stopped by the budget's {result.stopped_by}")
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}")

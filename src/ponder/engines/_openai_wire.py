@@ -80,8 +80,13 @@ def build_body(
         body["seed"] = seed
     if p.stop:
         body["stop"] = list(p.stop)
+    if p.ignore_eos:  # vLLM, SGLang and llama.cpp's server accept it; OpenAI does not need it
+        body["ignore_eos"] = True
     if request.messages is not None:
         body["messages"] = [m.model_dump(mode="json") for m in request.messages]
+        if request.continue_final:  # vLLM / SGLang names for an assistant prefill
+            body["continue_final_message"] = True
+            body["add_generation_prompt"] = False
         body["max_completion_tokens" if openai else "max_tokens"] = p.max_tokens
         if p.wants_logprobs:
             # llama.cpp's server returns no logprobs unless top_logprobs is given, even 0.

@@ -73,7 +73,7 @@ class EmbeddedEngine(Engine):
     def tokenize_request(self, request: GenerationRequest) -> list[int]:
         """The prompt tokens exactly as the engine will evaluate them."""
         if request.messages is not None:
-            return self._llama.chat_prompt(request.messages)
+            return self._llama.chat_prompt(request.messages, request.continue_final)
         assert request.prompt is not None
         return self._llama.raw_prompt(request.prompt)
 

@@ -16,6 +16,7 @@ from typing import Any
 from ponder.engines.types import Message
 from ponder.errors import EngineError, MissingDependencyError, ModelNotFoundError
 
+PREFILL_MARKER = "\u0000ponder-prefill\u0000"
 GGML_LOG_LEVEL_ERROR = 4  # ggml's enum: none, debug, info, warn, error, cont
 
 
@@ -130,7 +131,7 @@ class LlamaModel:
         return buf.raw[:n]
 
     # --- prompts -----------------------------------------------------------------------------
-    def chat_prompt(self, messages: tuple[Message, ...]) -> list[int]:
+    def chat_prompt(self, messages: tuple[Message, ...], continue_final: bool = False) -> list[int]:
         """Format with the model's own chat template (jinja2, as Transformers does); tokenize."""
         if self.chat_template is None:
             raise EngineError(
@@ -143,7 +144,12 @@ class LlamaModel:
                 template=self.chat_template, eos_token=self.eos_text, bos_token=self.bos_text
             )
         payload = [m.model_dump(exclude_none=True) for m in messages]
+        if continue_final:  # render the reply as a marker, then cut the turn's end off after it
+            prefill = str(payload[-1].get("content") or "")
+            payload[-1]["content"] = PREFILL_MARKER
         text: str = self._formatter(messages=payload).prompt
+        if continue_final:
+            text = text[: text.index(PREFILL_MARKER)] + prefill
         add_bos = self.add_bos and not (self.bos_text and text.startswith(self.bos_text))
         return self.tokenize(text, add_special=add_bos)
 

@@ -63,6 +63,11 @@ class GenerationRequest(BaseModel):
     messages: tuple[Message, ...] | None = None
     prompt: str | None = None
     params: SamplingParams = SamplingParams()
+    continue_final: bool = Field(
+        default=False,
+        description="the last message is a partial assistant reply to continue (a prefill), "
+        "as budget forcing and step-wise search need",
+    )
 
     @model_validator(mode="after")
     def _exactly_one_input(self) -> GenerationRequest:
@@ -72,6 +77,8 @@ class GenerationRequest(BaseModel):
             raise ValueError("`messages` must not be empty")
         if self.prompt is not None and not self.prompt:
             raise ValueError("`prompt` must not be empty")
+        if self.continue_final and (self.messages is None or self.messages[-1].role != "assistant"):
+            raise ValueError("`continue_final` needs messages ending with an assistant message")
         return self
 
     @classmethod

@@ -1,20 +1,21 @@
-"""The few pieces strategies are made of: prompt, sample, extract, vote."""
+"""The few pieces strategies are made of: prompts, answer grouping, and votes.
+
+Sampling itself lives on `Session` (it must pass through the budget); verifiers score; these pure
+functions decide.
+"""
 
 from __future__ import annotations
 
-from collections import Counter
+import threading
 from collections.abc import Callable, Sequence
 
-from ponder.answers import extract_answer
-from ponder.engines.base import Engine
-from ponder.engines.types import Generation, GenerationRequest, Message, SampleEvent, SamplingParams
+from ponder.answers import normalize_answer
+from ponder.engines.types import Message
 from ponder.errors import InvalidRequestError
-from ponder.strategies.result import Candidate
 
 MATH_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 
 Question = str | Sequence[Message]
-EventCallback = Callable[[SampleEvent], None]
 
 
 def as_messages(question: Question, system: str = MATH_SYSTEM_PROMPT) -> tuple[Message, ...]:
@@ -28,30 +29,75 @@ def as_messages(question: Question, system: str = MATH_SYSTEM_PROMPT) -> tuple[M
     return tuple(question)
 
 
-async def sample(
-    engine: Engine,
-    messages: tuple[Message, ...],
-    params: SamplingParams,
-    on_event: EventCallback | None = None,
-) -> Generation:
-    """Draw `params.n` samples in one engine request, reporting progress as it happens."""
-    handle = engine.start(GenerationRequest(messages=messages, params=params))
-    if on_event is not None:
-        async for event in handle.events():
-            on_event(event)
-    return await handle.result()
+def question_text(question: Question) -> str:
+    """The last user turn: what a judge or verifier should read as "the question"."""
+    if isinstance(question, str):
+        return question
+    for message in reversed(question):
+        if message.role == "user" and isinstance(message.content, str):
+            return message.content
+    return ""
 
 
-def candidates_of(generation: Generation) -> list[Candidate]:
-    return [Candidate.from_completion(c, extract_answer(c.text)) for c in generation.completions]
+def math_equivalent(a: str, b: str) -> bool:
+    """Whether two extracted answers are the same mathematical object (`math-verify`), so that
+    "1/2", "0.5" and "\\frac{2}{4}" vote together. Equal strings are equal without parsing."""
+    if a == b:
+        return True
+    from math_verify import parse, verify
+
+    # math-verify's timeouts use SIGALRM, which only the main thread may set.
+    limit = 5 if threading.current_thread() is threading.main_thread() else None
+    try:
+        return bool(
+            verify(
+                parse(f"${a}$", parsing_timeout=limit),
+                parse(f"${b}$", parsing_timeout=limit),
+                timeout_seconds=limit,
+            )
+        )
+    except Exception:  # a parser failure means "not shown equal", never a failed request
+        return False
 
 
-def majority_vote(answers: Sequence[str | None]) -> tuple[str | None, dict[str, int]]:
-    """The most frequent answer (ties go to the answer that appeared first) and the vote table.
+Equivalence = Callable[[str, str], bool]
 
-    Samples without an answer do not vote, but still count in the vote share's denominator.
-    """
-    votes = Counter(a for a in answers if a is not None)
-    table = dict(sorted(votes.items(), key=lambda kv: -kv[1]))  # stable: first seen wins ties
-    winner = next(iter(table), None)
-    return winner, table
+
+def group_answers(
+    answers: Sequence[str | None], equivalent: Equivalence = math_equivalent
+) -> list[str | None]:
+    """Map each answer to the first-seen answer it is equivalent to (None stays None)."""
+    representatives: list[str] = []
+    grouped: list[str | None] = []
+    for answer in answers:
+        if answer is None:
+            grouped.append(None)
+            continue
+        key = normalize_answer(answer)
+        match = next((r for r in representatives if equivalent(r, key)), None)
+        if match is None:
+            representatives.append(key)
+            match = key
+        grouped.append(match)
+    return grouped
+
+
+def weighted_vote(
+    answers: Sequence[str | None], weights: Sequence[float] | None = None
+) -> tuple[str | None, dict[str, float]]:
+    """The answer with the largest total weight, and the table (largest first; ties go to the
+    answer seen first). Samples without an answer do not vote. Unweighted = majority vote."""
+    if weights is None:
+        weights = [1.0] * len(answers)
+    if len(weights) != len(answers):
+        raise ValueError(f"{len(answers)} answers but {len(weights)} weights")
+    table: dict[str, float] = {}
+    for answer, weight in zip(answers, weights, strict=True):
+        if answer is not None:
+            table[answer] = table.get(answer, 0.0) + weight
+    ordered = dict(sorted(table.items(), key=lambda kv: -kv[1]))  # sorted() is stable
+    return next(iter(ordered), None), ordered
+
+
+def majority_vote(answers: Sequence[str | None]) -> tuple[str | None, dict[str, float]]:
+    return weighted_vote(answers)

@@ -1,0 +1,107 @@
+"""Strategies by name: what `ponder strategies` lists, `ponder ask --strategy` runs, and the
+server and benchmark harness look up. Each strategy is data (name, summary, parameter model) plus
+one async function of (session, question, params)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ponder.budget import Budget
+from ponder.engines.base import Engine
+from ponder.engines.types import SamplingParams
+from ponder.errors import InvalidRequestError
+from ponder.strategies.primitives import Question
+from ponder.strategies.result import Result
+from ponder.strategies.session import EventCallback, Session
+
+
+class StrategyParams(BaseModel):
+    """Base of every strategy's parameters: unknown names and out-of-range values are errors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+P = TypeVar("P", bound=StrategyParams)
+
+
+@dataclass(frozen=True)
+class Strategy(Generic[P]):
+    name: str
+    summary: str
+    params: type[P]
+    run: Callable[[Session, Question, P], Awaitable[Result]]
+
+    def parse_params(self, raw: Mapping[str, Any] | StrategyParams | None = None) -> P:
+        """Validate parameters; errors name the parameter and its allowed range."""
+        if isinstance(raw, self.params):
+            return raw
+        data = raw.model_dump() if isinstance(raw, StrategyParams) else dict(raw or {})
+        try:
+            return self.params.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(_describe(e) for e in exc.errors())
+            raise InvalidRequestError(f"{self.name}: {problems}") from exc
+
+    def describe_params(self) -> list[dict[str, Any]]:
+        """Name, default, allowed range and description of each parameter, for listings."""
+        rows = []
+        for name, field in self.params.model_fields.items():
+            bounds = [
+                f"{op} {getattr(m, attr)}"
+                for m in field.metadata
+                for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+                if getattr(m, attr, None) is not None
+            ]
+            rows.append(
+                {
+                    "name": name,
+                    "default": field.default,
+                    "range": ", ".join(bounds),
+                    "description": field.description or "",
+                }
+            )
+        return rows
+
+
+def _describe(error: Any) -> str:
+    where = ".".join(str(part) for part in error["loc"]) or "params"
+    if error["type"] == "extra_forbidden":
+        return f"unknown parameter {where!r}"
+    return f"{where}: {error['msg']} (got {error.get('input')!r})"
+
+
+def strategies() -> Mapping[str, Strategy[Any]]:
+    """Every strategy, by name, in the order they are listed."""
+    from ponder.strategies.self_consistency import SELF_CONSISTENCY
+
+    return MappingProxyType({s.name: s for s in (SELF_CONSISTENCY,)})
+
+
+def get_strategy(name: str) -> Strategy[Any]:
+    found = strategies().get(name)
+    if found is None:
+        known = ", ".join(strategies())
+        raise InvalidRequestError(f"unknown strategy {name!r}; known strategies: {known}")
+    return found
+
+
+async def run_strategy(
+    name: str,
+    engine: Engine,
+    question: Question,
+    params: Mapping[str, Any] | StrategyParams | None = None,
+    *,
+    budget: Budget | None = None,
+    sampling: SamplingParams | None = None,
+    on_event: EventCallback | None = None,
+) -> Result:
+    """Run strategy `name` on one question: the library's one entry point."""
+    strategy = get_strategy(name)
+    parsed = strategy.parse_params(params)
+    session = Session(engine, strategy=name, budget=budget, sampling=sampling, on_event=on_event)
+    return await strategy.run(session, question, parsed)
