@@ -18,6 +18,7 @@ from ponder.errors import InvalidRequestError
 from ponder.strategies.primitives import Question
 from ponder.strategies.result import Result
 from ponder.strategies.session import EventCallback, Session
+from ponder.verifiers.base import Verifier
 
 
 class StrategyParams(BaseModel):
@@ -99,9 +100,18 @@ async def run_strategy(
     budget: Budget | None = None,
     sampling: SamplingParams | None = None,
     on_event: EventCallback | None = None,
+    verifiers: Mapping[str, Verifier] | None = None,
 ) -> Result:
-    """Run strategy `name` on one question: the library's one entry point."""
+    """Run strategy `name` on one question: the library's one entry point. `verifiers` configures
+    verifiers by name (e.g. `{"math": MathVerifier("42")}`); others get their default set-up."""
     strategy = get_strategy(name)
     parsed = strategy.parse_params(params)
-    session = Session(engine, strategy=name, budget=budget, sampling=sampling, on_event=on_event)
+    session = Session(
+        engine,
+        strategy=name,
+        budget=budget,
+        sampling=sampling,
+        on_event=on_event,
+        verifiers=verifiers,
+    )
     return await strategy.run(session, question, parsed)

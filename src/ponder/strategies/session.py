@@ -10,8 +10,8 @@ tokens already in flight (at most a step per running sample) are still counted, 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ponder.answers import extract_answer
 from ponder.budget import Budget, BudgetExhausted, Limit
@@ -29,6 +29,9 @@ from ponder.engines.types import (
 )
 from ponder.strategies.result import Candidate, Result, TraceStep
 
+if TYPE_CHECKING:
+    from ponder.verifiers.base import Verifier
+
 EventCallback = Callable[[SampleEvent], None]
 Watch = Callable[[int, SampleDelta], bool]
 """Called with (sample index in the request, delta); returning True cancels that sample."""
@@ -45,8 +48,10 @@ class Session:
         budget: Budget | None = None,
         sampling: SamplingParams | None = None,
         on_event: EventCallback | None = None,
+        verifiers: Mapping[str, Verifier] | None = None,
     ) -> None:
         self.engine = engine
+        self.verifiers = dict(verifiers or {})
         self.strategy = strategy
         self.budget = budget or Budget()
         self.sampling = sampling or SamplingParams()
@@ -173,6 +178,16 @@ class Session:
                     handle.cancel()
                     cancelled_all = True
         return await handle.result()
+
+    def verifier(self, name: str) -> Verifier:
+        """The verifier the caller configured under `name`, else that verifier's default set-up
+        (judging with this session's engine). Verifiers that need data the caller did not give
+        (a reference answer, tests) raise a clear `InvalidRequestError`."""
+        if name not in self.verifiers:
+            from ponder.verifiers.registry import default_verifier
+
+            self.verifiers[name] = default_verifier(name, self)
+        return self.verifiers[name]
 
     # --- bookkeeping -------------------------------------------------------------------------
     def record(self, step: str, *, tokens: int = 0, **detail: Any) -> None:
