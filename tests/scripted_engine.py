@@ -2,15 +2,16 @@
 
 It replays scripted texts (one per sample, in the order samples are drawn), emits them word by word
 as deltas (one token per word), honours `max_tokens` and cancellation, and keeps every request it
-saw, so strategies can be tested branch by branch without a model. The real engines have their own
-tests on real models.
+saw, so strategies can be tested branch by branch without a model. Given a `logprobs` script it
+also returns logprobs (when asked), so confidence-based logic can be tested token by token. The
+real engines have their own tests on real models.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ponder.engines.base import Engine, GenerationHandle
 from ponder.engines.types import (
@@ -22,18 +23,24 @@ from ponder.engines.types import (
     SampleDelta,
     SampleFinished,
     Timings,
+    TokenLogprob,
+    TopLogprob,
     Usage,
 )
 
 Script = Callable[[GenerationRequest, int], str]
+LogprobScript = Callable[[int, int, str], float]
+"""(sample number k of the engine's life, token position, word) -> that token's logprob."""
 
 
 @dataclass
 class _Sample:
     words: list[str]
+    number: int = 0
     made: int = 0
     ended: FinishReason | None = None
     cancel: bool = False
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -49,6 +56,7 @@ class _Run:
     prompt_tokens: int = 10
     step_s: float = 0.0
     model: str = "scripted"
+    logprob_script: LogprobScript | None = None
 
     def on_cancel(self, index: int | None) -> None:
         if index is None:
@@ -71,8 +79,18 @@ class _Run:
                     s.ended = "length"
                 else:
                     word = s.words[s.made] if s.made == 0 else " " + s.words[s.made]
+                    entry = self.logprob(s, word)
                     s.made += 1
-                    self.handle.emit([SampleDelta(index=i, text=word, tokens=1)])
+                    self.handle.emit(
+                        [
+                            SampleDelta(
+                                index=i,
+                                text=word,
+                                tokens=1,
+                                logprobs=None if entry is None else [entry],
+                            )
+                        ]
+                    )
                     continue
                 self.handle.emit([SampleFinished(completion=self.completion(i))])
             await asyncio.sleep(self.step_s)
@@ -89,25 +107,51 @@ class _Run:
             )
         )
 
+    def logprob(self, s: _Sample, word: str) -> TokenLogprob | None:
+        """The scripted logprob of the next word, when the request asked for logprobs. The
+        alternatives repeat it, so the token's DeepConf confidence is exactly -logprob."""
+        params = self.request.params
+        if self.logprob_script is None or not params.wants_logprobs:
+            return None
+        value = self.logprob_script(s.number, s.made, s.words[s.made])
+        tops = [TopLogprob(token=f"{word}#{j}", logprob=value) for j in range(params.top_logprobs)]
+        entry = TokenLogprob(token=word, logprob=value, top_logprobs=tops)
+        s.logprobs.append(entry)
+        return entry
+
     def completion(self, i: int) -> Completion:
         s = self.samples[i]
         assert s.ended is not None
+        logprobs = None
+        if self.logprob_script is not None and self.request.params.wants_logprobs:
+            logprobs = list(s.logprobs)
         return Completion(
-            index=i, text=s.text, finish_reason=s.ended, completion_tokens=s.made, latency_s=0.0
+            index=i,
+            text=s.text,
+            finish_reason=s.ended,
+            completion_tokens=s.made,
+            latency_s=0.0,
+            logprobs=logprobs,
         )
 
 
 class ScriptedEngine(Engine):
-    """Sample k of the engine's life answers `texts[k % len(texts)]` (or `script(request, k)`)."""
+    """Sample k of the engine's life answers `texts[k % len(texts)]` (or `script(request, k)`);
+    with `logprobs`, its token at position i has logprob `logprobs(k, i, word)`."""
 
     def __init__(
-        self, texts: Sequence[str] | Script, *, prompt_tokens: int = 10, step_s: float = 0.0
+        self,
+        texts: Sequence[str] | Script,
+        *,
+        prompt_tokens: int = 10,
+        step_s: float = 0.0,
+        logprobs: LogprobScript | None = None,
     ) -> None:
         self.model = "scripted"
         self.capabilities = Capabilities(
             parallel_n=True,
-            logprobs=False,
-            max_top_logprobs=0,
+            logprobs=logprobs is not None,
+            max_top_logprobs=20 if logprobs is not None else 0,
             streaming=True,
             prefix_caching=False,
             cancel_sample=True,
@@ -119,6 +163,7 @@ class ScriptedEngine(Engine):
             self._script = lambda _request, k: fixed[k % len(fixed)]
         self.prompt_tokens = prompt_tokens
         self.step_s = step_s
+        self.logprobs = logprobs
         self.requests: list[GenerationRequest] = []
         self._drawn = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -127,9 +172,16 @@ class ScriptedEngine(Engine):
         self.requests.append(request)
         first, self._drawn = self._drawn, self._drawn + request.params.n
         samples = [
-            _Sample(self._script(request, first + i).split()) for i in range(request.params.n)
+            _Sample(self._script(request, first + i).split(), number=first + i)
+            for i in range(request.params.n)
         ]
-        run = _Run(request, samples, prompt_tokens=self.prompt_tokens, step_s=self.step_s)
+        run = _Run(
+            request,
+            samples,
+            prompt_tokens=self.prompt_tokens,
+            step_s=self.step_s,
+            logprob_script=self.logprobs,
+        )
         run.handle = GenerationHandle(request.params.n, run.on_cancel)
         task = asyncio.get_running_loop().create_task(run.play())
         self._tasks.add(task)
