@@ -60,6 +60,11 @@ def test_ask_human_report(runner: CliRunner) -> None:
         (["ask", "Q?", "-m", "no-such-model"], "no-such-model"),
         (["ask", "Q?", "-m", "/nowhere/model.gguf"], "/nowhere/model.gguf"),
         (["ask", "Q?", "--engine", "ftp://host"], "unknown engine"),
+        (["ask", "Q?", "-s", "no-such-strategy"], "unknown strategy 'no-such-strategy'"),
+        (["ask", "Q?", "-p", "bogus=1"], "unknown parameter 'bogus'"),
+        (["ask", "Q?", "-p", "n"], "--param takes KEY=VALUE"),
+        (["ask", "Q?", "-p", "n=0"], "n: Input should be greater than or equal to 1"),
+        (["ask", "Q?", "--max-samples", "0"], "max_samples"),
     ],
 )
 def test_bad_input_is_one_clear_line(runner: CliRunner, args: list[str], message: str) -> None:
@@ -82,3 +87,24 @@ def test_an_unreachable_server_is_a_clear_error(runner: CliRunner) -> None:
 def test_question_from_stdin(runner: CliRunner) -> None:
     result = runner.invoke(main, ["ask", "-"], input="   \n")
     assert result.exit_code == 1 and "question is empty" in result.output
+
+
+def test_strategies_are_listed_with_their_parameters() -> None:
+    result = CliRunner().invoke(main, ["strategies", "--json"])
+    assert result.exit_code == 0, result.output
+    listing = {entry["name"]: entry for entry in json.loads(result.stdout)}
+    assert "self-consistency" in listing
+    (n,) = [p for p in listing["self-consistency"]["params"] if p["name"] == "n"]
+    assert n["default"] == 8 and n["range"] == ">= 1, <= 256"
+    human = CliRunner().invoke(main, ["strategies"])
+    assert "self-consistency" in human.stdout and "reasoning paths" in human.stdout
+
+
+@pytest.mark.model
+def test_ask_with_a_sample_budget(runner: CliRunner) -> None:
+    args = ["ask", "What is 1+1?", "-m", "smollm2-135m", "--max-tokens", "8", "--json"]
+    result = runner.invoke(main, [*args, "-p", "n=4", "--max-samples", "2"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert len(out["candidates"]) == 2 and out["samples"] == 2
+    assert out["stopped_by"] == "max_samples"
