@@ -1,15 +1,21 @@
 """A deterministic stand-in engine for fast unit tests of strategy logic.
 
 It replays scripted texts (one per sample, in the order samples are drawn), emits them word by word
-as deltas (one token per word), honours `max_tokens` and cancellation, and keeps every request it
-saw, so strategies can be tested branch by branch without a model. Given a `logprobs` script it
-also returns logprobs (when asked), so confidence-based logic can be tested token by token. The
-real engines have their own tests on real models.
+as deltas (one token per word), honours `max_tokens`, stop strings and cancellation, and keeps every
+request it saw, so strategies can be tested branch by branch without a model. Given a `logprobs`
+script it also returns logprobs (when asked), so confidence-based logic can be tested token by
+token. The real engines have their own tests on real models.
+
+As in the real engines, a stop string ends a sample with finish "stop" and is cut out of its text,
+while the word that carried it still counts as a token (and keeps its logprob). Words are re-joined
+with single spaces unless `verbatim=True`, which keeps the script's own whitespace (newlines), as
+a step-wise strategy with a "\n\n" step delimiter needs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -41,10 +47,17 @@ class _Sample:
     ended: FinishReason | None = None
     cancel: bool = False
     logprobs: list[TokenLogprob] = field(default_factory=list)
+    verbatim: bool = False
+    stopped: bool = False
+    cut: int | None = None
+
+    def piece(self, k: int) -> str:
+        """Token k's text: verbatim words carry their own whitespace."""
+        return self.words[k] if self.verbatim or k == 0 else " " + self.words[k]
 
     @property
     def text(self) -> str:
-        return " ".join(self.words[: self.made])
+        return "".join(self.piece(k) for k in range(self.made))[: self.cut]
 
 
 @dataclass
@@ -71,21 +84,25 @@ class _Run:
             for i, s in enumerate(self.samples):
                 if s.ended is not None:
                     continue
-                if self.cancel_all or s.cancel:
+                if s.stopped:
+                    s.ended = "stop"
+                elif self.cancel_all or s.cancel:
                     s.ended = "cancelled"
                 elif s.made >= len(s.words):
                     s.ended = "stop"
                 elif s.made >= limit:
                     s.ended = "length"
                 else:
-                    word = s.words[s.made] if s.made == 0 else " " + s.words[s.made]
+                    word = s.piece(s.made)
                     entry = self.logprob(s, word)
+                    before = len(s.text)
                     s.made += 1
+                    self.stop_at_stop_string(s, before)
                     self.handle.emit(
                         [
                             SampleDelta(
                                 index=i,
-                                text=word,
+                                text=s.text[before:],
                                 tokens=1,
                                 logprobs=None if entry is None else [entry],
                             )
@@ -106,6 +123,17 @@ class _Run:
                 timings=Timings(total_s=0.0),
             )
         )
+
+    def stop_at_stop_string(self, s: _Sample, before: int) -> None:
+        """Cut the text at the first stop string the newest word completed, and end the sample."""
+        stops = self.request.params.stop
+        if not stops:
+            return
+        text = s.text
+        start = max(0, before - max(map(len, stops)) + 1)
+        hits = [at for at in (text.find(stop, start) for stop in stops) if at >= 0]
+        if hits:
+            s.cut, s.stopped = min(hits), True
 
     def logprob(self, s: _Sample, word: str) -> TokenLogprob | None:
         """The scripted logprob of the next word, when the request asked for logprobs. The
@@ -137,7 +165,8 @@ class _Run:
 
 class ScriptedEngine(Engine):
     """Sample k of the engine's life answers `texts[k % len(texts)]` (or `script(request, k)`);
-    with `logprobs`, its token at position i has logprob `logprobs(k, i, word)`."""
+    with `logprobs`, its token at position i has logprob `logprobs(k, i, word)`. With
+    `verbatim`, a word keeps the whitespace around it, so the text is the script's exactly."""
 
     def __init__(
         self,
@@ -146,6 +175,7 @@ class ScriptedEngine(Engine):
         prompt_tokens: int = 10,
         step_s: float = 0.0,
         logprobs: LogprobScript | None = None,
+        verbatim: bool = False,
     ) -> None:
         self.model = "scripted"
         self.capabilities = Capabilities(
@@ -164,15 +194,23 @@ class ScriptedEngine(Engine):
         self.prompt_tokens = prompt_tokens
         self.step_s = step_s
         self.logprobs = logprobs
+        self.verbatim = verbatim
         self.requests: list[GenerationRequest] = []
         self._drawn = 0
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def _words(self, text: str) -> list[str]:
+        return re.findall(r"\s*\S+\s*", text) if self.verbatim else text.split()
 
     def start(self, request: GenerationRequest) -> GenerationHandle:
         self.requests.append(request)
         first, self._drawn = self._drawn, self._drawn + request.params.n
         samples = [
-            _Sample(self._script(request, first + i).split(), number=first + i)
+            _Sample(
+                self._words(self._script(request, first + i)),
+                number=first + i,
+                verbatim=self.verbatim,
+            )
             for i in range(request.params.n)
         ]
         run = _Run(

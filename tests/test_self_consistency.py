@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 
 from ponder.budget import Budget, BudgetExhausted
-from ponder.engines.types import Message, SampleDelta, SampleEvent, SamplingParams
+from ponder.engines.base import GenerationHandle
+from ponder.engines.types import (
+    GenerationRequest,
+    Message,
+    SampleDelta,
+    SampleEvent,
+    SamplingParams,
+)
 from ponder.errors import InvalidRequestError
 from ponder.strategies.primitives import (
     MATH_SYSTEM_PROMPT,
@@ -177,3 +184,32 @@ def test_strategies_are_listed_and_params_validated() -> None:
     with pytest.raises(InvalidRequestError, match="unknown strategy 'nope'"):
         get_strategy("nope")
     assert sc.describe_params()[0]["range"] == ">= 1, <= 256"
+
+
+async def test_concurrent_requests_share_one_budget() -> None:
+    """Samples are reserved when a request starts and tokens are capped across all requests."""
+    import asyncio
+
+    engine = ScriptedEngine(["w " * 40], step_s=0.001)
+    session = Session(engine, strategy="test", budget=Budget(max_samples=3))
+    messages = as_messages("Q?")
+    await asyncio.gather(session.generate(messages, 2), session.generate(messages, 2))
+    assert session.samples == 3 and [r.params.n for r in engine.requests] == [2, 1]
+
+    capped = Session(
+        ScriptedEngine(["w " * 40], step_s=0.001), strategy="t", budget=Budget(max_tokens=20)
+    )
+    await asyncio.gather(capped.generate(messages, 2), capped.generate(messages, 2))
+    assert capped.stopped_by == "max_tokens"
+    assert 20 <= capped.usage.completion_tokens <= 20 + 4
+
+
+async def test_a_request_the_engine_refuses_reserves_nothing() -> None:
+    class Refusing(ScriptedEngine):
+        def start(self, request: GenerationRequest) -> GenerationHandle:
+            raise InvalidRequestError("no")
+
+    session = Session(Refusing(["a"]), strategy="t", budget=Budget(max_samples=2))
+    with pytest.raises(InvalidRequestError):
+        await session.generate(as_messages("Q?"), 2)
+    assert session.samples == 0 and session.samples_left == 2

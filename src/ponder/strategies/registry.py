@@ -78,9 +78,25 @@ def _describe(error: Any) -> str:
 
 def strategies() -> Mapping[str, Strategy[Any]]:
     """Every strategy, by name, in the order they are listed."""
+    from ponder.strategies.adaptive_consistency import ADAPTIVE_CONSISTENCY
+    from ponder.strategies.beam_search import BEAM_SEARCH
+    from ponder.strategies.best_of_n import BEST_OF_N, WEIGHTED_VOTE
+    from ponder.strategies.deepconf import DEEPCONF
     from ponder.strategies.self_consistency import SELF_CONSISTENCY
+    from ponder.strategies.think_longer import THINK_LONGER
+    from ponder.strategies.verify_refine import VERIFY_REFINE
 
-    return MappingProxyType({s.name: s for s in (SELF_CONSISTENCY,)})
+    listed = (
+        SELF_CONSISTENCY,
+        ADAPTIVE_CONSISTENCY,
+        BEST_OF_N,
+        WEIGHTED_VOTE,
+        DEEPCONF,
+        THINK_LONGER,
+        VERIFY_REFINE,
+        BEAM_SEARCH,
+    )
+    return MappingProxyType({s.name: s for s in listed})
 
 
 def get_strategy(name: str) -> Strategy[Any]:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ponder.answers import extract_answer
 from ponder.budget import Budget, BudgetExhausted, Limit
-from ponder.engines.base import Engine
+from ponder.engines.base import Engine, GenerationHandle
 from ponder.engines.types import (
     Completion,
     Generation,
@@ -62,6 +62,8 @@ class Session:
         self.trace: list[TraceStep] = []
         self.warnings: list[str] = []
         self._started = time.perf_counter()
+        self._running: set[GenerationHandle] = set()
+        self._streaming = 0
 
     # --- the budget --------------------------------------------------------------------------
     @property
@@ -72,7 +74,11 @@ class Session:
     @property
     def tokens_left(self) -> int | None:
         cap = self.budget.max_tokens
-        return None if cap is None else max(0, cap - self.usage.completion_tokens)
+        return None if cap is None else max(0, cap - self._spent())
+
+    def _spent(self) -> int:
+        """Tokens generated so far: finished requests' usage plus what running ones streamed."""
+        return self.usage.completion_tokens + self._streaming
 
     @property
     def exhausted(self) -> bool:
@@ -105,26 +111,67 @@ class Session:
         """Draw up to `n` samples (default: the session's sampling n) within the budget.
 
         Raises `BudgetExhausted` when nothing may be drawn any more. `overrides` replace sampling
-        parameters for this request (max_tokens, temperature, stop, logprobs, ...).
+        parameters for this request (max_tokens, temperature, stop, logprobs, ...). Safe to call
+        concurrently: samples are reserved when a request starts, and the token limit is checked
+        against the tokens every running request has streamed so far.
         """
+        _, generation = await self._generate(
+            messages, n, step, engine, continue_final, watch, enough, overrides
+        )
+        return generation
+
+    async def sample(
+        self, messages: Sequence[Message], n: int | None = None, **options: Any
+    ) -> list[Candidate]:
+        """`generate`, then extract each sample's final answer into a `Candidate`."""
+        first, generation = await self._generate(
+            messages,
+            n,
+            options.pop("step", "sample"),
+            options.pop("engine", None),
+            options.pop("continue_final", False),
+            options.pop("watch", None),
+            options.pop("enough", None),
+            options,
+        )
+        return [
+            Candidate.from_completion(c, extract_answer(c.text), first + i)
+            for i, c in enumerate(generation.completions)
+        ]
+
+    async def _generate(
+        self,
+        messages: Sequence[Message],
+        n: int | None,
+        step: str,
+        engine: Engine | None,
+        continue_final: bool,
+        watch: Watch | None,
+        enough: Enough | None,
+        overrides: dict[str, Any],
+    ) -> tuple[int, Generation]:
         limit = self.stopped_by or self._limit()
         if limit is not None:
             self.stopped_by = limit
             raise BudgetExhausted(limit)
         params = self.sampling.model_copy(update=overrides)
-        n = min(n or params.n, self.samples_left or n or params.n)
+        wanted = n or params.n
+        samples_left = self.samples_left
+        n = wanted if samples_left is None else min(wanted, samples_left)
         update: dict[str, Any] = {"n": n}
         tokens_left = self.tokens_left
         if tokens_left is not None:
             update["max_tokens"] = min(params.max_tokens, tokens_left)
+        first = self.samples
         if params.seed is not None:  # sample k of the session always gets seed + k
-            update["seed"] = params.seed + self.samples
+            update["seed"] = params.seed + first
         params = SamplingParams.model_validate({**params.model_dump(), **update})
         request = GenerationRequest(
             messages=tuple(messages), params=params, continue_final=continue_final
         )
-        generation = await self._run(engine or self.engine, request, watch, enough)
+        handle = (engine or self.engine).start(request)  # may raise: nothing reserved yet
         self.samples += n
+        generation = await self._follow(handle, n, watch, enough)
         self.usage = self.usage + generation.usage
         self.warnings.extend(w for w in generation.warnings if w not in self.warnings)
         self.record(
@@ -134,50 +181,40 @@ class Session:
             finish=[c.finish_reason for c in generation.completions],
         )
         self.stopped_by = self.stopped_by or self._limit()
-        return generation
+        return first, generation
 
-    async def sample(
-        self, messages: Sequence[Message], n: int | None = None, **options: Any
-    ) -> list[Candidate]:
-        """`generate`, then extract each sample's final answer into a `Candidate`."""
-        first = self.samples
-        generation = await self.generate(messages, n, **options)
-        return [
-            Candidate.from_completion(c, extract_answer(c.text), first + i)
-            for i, c in enumerate(generation.completions)
-        ]
-
-    async def _run(
-        self,
-        engine: Engine,
-        request: GenerationRequest,
-        watch: Watch | None,
-        enough: Enough | None,
+    async def _follow(
+        self, handle: GenerationHandle, n: int, watch: Watch | None, enough: Enough | None
     ) -> Generation:
-        handle = engine.start(request)
-        spent = self.usage.completion_tokens
+        """Relay a request's events, enforce the token limit across all running requests, and
+        apply the strategy's per-sample (`watch`) and whole-request (`enough`) stopping rules."""
         cap = self.budget.max_tokens
         finished: list[Completion] = []
-        cancelled_all = False
-        async for event in handle.events():
-            if self.on_event is not None:
-                self.on_event(event)
-            if cancelled_all:
-                continue
-            if isinstance(event, SampleDelta):
-                spent += event.tokens
-                if cap is not None and spent >= cap:
-                    self.stopped_by = "max_tokens"
-                    handle.cancel()
-                    cancelled_all = True
-                elif watch is not None and watch(event.index, event):
-                    handle.cancel(event.index)
-            elif isinstance(event, SampleFinished):
-                finished.append(event.completion)
-                if enough is not None and len(finished) < request.params.n and enough(finished):
-                    handle.cancel()
-                    cancelled_all = True
-        return await handle.result()
+        streamed = 0
+        self._running.add(handle)
+        try:
+            async for event in handle.events():
+                if self.on_event is not None:
+                    self.on_event(event)
+                if isinstance(event, SampleDelta):
+                    streamed += event.tokens
+                    self._streaming += event.tokens
+                    if cap is not None and self._spent() >= cap:
+                        self.stopped_by = "max_tokens"
+                        for running in self._running:
+                            running.cancel()
+                    elif watch is not None and watch(event.index, event):
+                        handle.cancel(event.index)
+                elif isinstance(event, SampleFinished):
+                    finished.append(event.completion)
+                    if enough is not None and len(finished) < n and enough(finished):
+                        handle.cancel()
+            return await handle.result()
+        finally:
+            self._running.discard(handle)
+            self._streaming -= streamed
+            if not handle.done:
+                handle.cancel()
 
     def verifier(self, name: str) -> Verifier:
         """The verifier the caller configured under `name`, else that verifier's default set-up
