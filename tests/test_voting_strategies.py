@@ -211,7 +211,7 @@ async def test_answerless_samples_are_not_judged_and_cannot_win() -> None:
         verifiers={"t": verifier},
     )
     assert nothing.answer is None and nothing.votes == {} and nothing.vote_share == 0.0
-    assert detail(nothing, "select")[0]["candidate"] is None
+    assert detail(nothing, "vote")[0]["unscored"] is True
 
 
 async def test_a_verifier_that_reads_logprobs_gets_them() -> None:

@@ -23,9 +23,9 @@ from ponder.engines.types import Completion, Message
 from ponder.errors import PonderError
 from ponder.strategies.primitives import Question, as_messages, question_text
 from ponder.strategies.registry import Strategy, StrategyParams
-from ponder.strategies.result import Candidate, Result, Score
+from ponder.strategies.result import Candidate, Result
+from ponder.strategies.selection import answer_by_score
 from ponder.strategies.session import Session
-from ponder.strategies.verify_refine import answer_by_score
 from ponder.verifiers.base import Verifier
 
 
@@ -132,7 +132,7 @@ async def _expand(
         if isinstance(outcome, BaseException):
             raise outcome
         children += outcome
-    for number, child in enumerate(children):  # concurrent requests share one starting count
+    for number, child in enumerate(children):  # steps are built from completions: number them
         child.candidate.index = first + number
     return children
 
@@ -198,21 +198,12 @@ def _at_delimiter(step: Completion, delimiter: str) -> bool:
 async def _score(
     session: Session, scorer: Verifier, problem: str, children: Sequence[_Beam]
 ) -> list[_Beam]:
-    """Score every child concurrently; one the scorer could not score (the budget ran out) scores
-    0 rather than failing the search."""
-    outcomes = await asyncio.gather(
-        *(scorer.score(session, problem, b.candidate) for b in children), return_exceptions=True
-    )
-    scored: list[_Beam] = []
-    for beam, outcome in zip(children, outcomes, strict=True):
-        if isinstance(outcome, BaseException) and not isinstance(
-            outcome, BudgetExhausted | PonderError
-        ):
-            raise outcome
-        score = outcome if isinstance(outcome, Score) else Score(value=0.0, explanation="unscored")
-        beam.candidate.scores[scorer.name] = score
-        scored.append(_Beam(beam.candidate, beam.done, score.value))
-    return scored
+    """Score every child; one the budget left unscored scores 0 rather than failing the search."""
+    scores = await scorer.score_all(session, problem, [b.candidate for b in children])
+    return [
+        _Beam(beam.candidate, beam.done, score.value if score is not None else 0.0)
+        for beam, score in zip(children, scores, strict=True)
+    ]
 
 
 def _best(children: Sequence[_Beam], slots: int) -> list[_Beam]:

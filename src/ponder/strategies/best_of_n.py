@@ -5,8 +5,6 @@ so the same code serves a free confidence score (self-certainty), a judge model 
 
 from __future__ import annotations
 
-import asyncio
-from collections import Counter
 from typing import Any
 
 from pydantic import Field
@@ -20,9 +18,9 @@ from ponder.strategies.primitives import (
     weighted_vote,
 )
 from ponder.strategies.registry import Strategy, StrategyParams
-from ponder.strategies.result import Candidate, Result, Score
+from ponder.strategies.result import Candidate, Result
+from ponder.strategies.selection import answer_by_score
 from ponder.strategies.session import Session
-from ponder.verifiers.base import Verifier
 
 
 class VerifiedSamplingParams(StrategyParams):
@@ -55,7 +53,7 @@ async def _sample_and_score(
         return [], [], []
     groups = group_answers([c.answer for c in candidates])
     answered = [c for c, g in zip(candidates, groups, strict=True) if g is not None]
-    await _score(session, verifier, question_text(question), answered)
+    await verifier.score_all(session, question_text(question), answered)
     name = verifier.name
     scores = [c.scores[name].value if name in c.scores else 0.0 for c in candidates]
     judged = {
@@ -65,45 +63,11 @@ async def _sample_and_score(
     return candidates, groups, scores
 
 
-async def _score(
-    session: Session, verifier: Verifier, question: str, candidates: list[Candidate]
-) -> None:
-    """Score in place, concurrently, like `Verifier.score_all`, but wait for every call before
-    deciding: a judge call still running when another hits the budget finishes and is counted
-    rather than left running unaccounted. Budget-starved candidates stay unscored (0), so the
-    choice degrades to a majority vote instead of failing the request."""
-    outcomes = await asyncio.gather(
-        *(verifier.score(session, question, c) for c in candidates), return_exceptions=True
-    )
-    starved = 0
-    for candidate, outcome in zip(candidates, outcomes, strict=True):
-        if isinstance(outcome, Score):
-            candidate.scores[verifier.name] = outcome
-        elif isinstance(outcome, BudgetExhausted):
-            starved += 1
-        else:
-            raise outcome
-    if starved:
-        session.warnings.append(
-            f"verifier {verifier.name!r} ran out of budget; {starved} unscored candidate(s) "
-            "count as 0"
-        )
-
-
 async def best_of_n(session: Session, question: Question, p: VerifiedSamplingParams) -> Result:
-    """The single best-scored candidate wins; ties go to the answer with more samples, then to the
-    earliest candidate. Votes are each answer's best score."""
-    candidates, groups, scores = await _sample_and_score(session, question, p)
-    answered = [(i, g) for i, g in enumerate(groups) if g is not None]
-    counts = Counter(g for _, g in answered)
-    ranked = sorted(answered, key=lambda ig: (-scores[ig[0]], -counts[ig[1]], ig[0]))
-    best: dict[str, float] = {}
-    for i, group in ranked:  # a group's first appearance is its best candidate
-        best.setdefault(group, scores[i])
-    answer = next(iter(best), None)
-    chosen = candidates[ranked[0][0]].index if ranked else None
-    session.record("select", candidate=chosen, votes=best)
-    return session.result(answer, candidates, best)
+    """The single best-scored candidate wins; ties go to the answer more of the tied candidates
+    share, then to the earliest. Votes are each answer's best score."""
+    candidates, _, scores = await _sample_and_score(session, question, p)
+    return answer_by_score(session, candidates, scores)
 
 
 async def verifier_weighted_vote(

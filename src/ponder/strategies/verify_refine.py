@@ -10,9 +10,7 @@ against their reviews, and the new pool is reviewed in turn, for at most `rounds
 from __future__ import annotations
 
 import asyncio
-import math
 import re
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,12 +24,11 @@ from ponder.strategies.primitives import (
     MATH_SYSTEM_PROMPT,
     Question,
     as_messages,
-    group_answers,
     question_text,
-    weighted_vote,
 )
 from ponder.strategies.registry import Strategy, StrategyParams
 from ponder.strategies.result import Candidate, Result, Score
+from ponder.strategies.selection import answer_by_score
 from ponder.strategies.session import Session
 from ponder.verifiers.base import Verifier
 from ponder.verifiers.llm_judge import LLMJudgeVerifier
@@ -190,12 +187,10 @@ async def _reviews(
     if candidate.error is not None or not candidate.text.strip():
         return [Review(0.0, f"no solution to review ({candidate.error or 'empty'})")]
     if judge is not None:
-        outcomes = await asyncio.gather(
-            *(judge.score(session, problem, candidate) for _ in range(n)), return_exceptions=True
-        )
-        scores = [s for s in outcomes if isinstance(s, Score)]
+        judged = await judge.score_all(session, problem, [candidate] * n)
+        scores = [s for s in judged if s is not None]
         if not scores:
-            raise next(e for e in outcomes if isinstance(e, BaseException))
+            raise BudgetExhausted(session.stopped_by or "max_samples")
         return [Review(s.value, s.explanation) for s in scores]
     prompt = REVIEW_PROMPT.format(problem=problem, solution=candidate.text)
     messages = [
@@ -228,7 +223,6 @@ async def _refine(
     remainder), one request per kept candidate. Revisions drawn before the budget ran out are
     kept."""
     shares = [pool // len(kept) + (1 if i < pool % len(kept) else 0) for i in range(len(kept))]
-    first = session.samples
     outcomes = await asyncio.gather(
         *(
             session.sample(
@@ -256,42 +250,10 @@ async def _refine(
         if isinstance(outcome, BaseException):
             raise outcome
         revised += outcome
-    for number, candidate in enumerate(revised):  # concurrent requests share one starting count
-        candidate.index = first + number
     session.record("refined", kept=[c.index for c in kept], samples=len(revised))
     if not revised:
         raise BudgetExhausted(session.stopped_by or "max_samples")
     return revised
-
-
-def answer_by_score(
-    session: Session, candidates: Sequence[Candidate], scores: Sequence[float | None]
-) -> Result:
-    """The best-scored candidate's answer (None score: not scored); ties go to the answer more of
-    the tied candidates share, then to the earliest. Votes are each answer's best score, the share
-    is the answer's part of all score. With nothing scored (the budget ended first), a plain
-    majority vote of the candidates."""
-    groups = group_answers([c.answer for c in candidates])
-    scored = [
-        (i, g, s)
-        for i, (g, s) in enumerate(zip(groups, scores, strict=True))
-        if g is not None and s is not None
-    ]
-    if not scored:
-        answer, votes = weighted_vote(groups)
-        session.record("vote", votes=votes, unscored=True)
-        return session.result(answer, list(candidates), votes)
-    top = max(s for _, _, s in scored)
-    tied = Counter(g for _, g, s in scored if math.isclose(s, top))
-    ranked = sorted(scored, key=lambda igs: (-igs[2], -tied[igs[1]], igs[0]))
-    votes = {}
-    for _, group, score in ranked:  # a group's first appearance is its best score
-        votes.setdefault(group, score)
-    answer = ranked[0][1]
-    session.record("select", candidate=candidates[ranked[0][0]].index, votes=votes)
-    total = sum(s for _, _, s in scored)
-    share = sum(s for _, g, s in scored if g == answer) / total if total > 0 else 0.0
-    return session.result(answer, list(candidates), votes, share=share)
 
 
 def _record_round(

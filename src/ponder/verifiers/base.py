@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
+from ponder.budget import BudgetExhausted
 from ponder.strategies.result import Candidate, Score
 
 if TYPE_CHECKING:
@@ -31,9 +32,26 @@ class Verifier(ABC):
 
     async def score_all(
         self, session: Session, question: str, candidates: Sequence[Candidate]
-    ) -> list[Score]:
-        """Score every candidate (concurrently) and record each on `candidate.scores[name]`."""
-        scores = await asyncio.gather(*(self.score(session, question, c) for c in candidates))
-        for candidate, score in zip(candidates, scores, strict=True):
-            candidate.scores[self.name] = score
-        return list(scores)
+    ) -> list[Score | None]:
+        """Score every candidate concurrently and record each on `candidate.scores[name]`.
+
+        Waits for every call, so none is left running unaccounted. A candidate the budget left no
+        room to judge gets None (and the session a warning); any other error propagates.
+        """
+        outcomes = await asyncio.gather(
+            *(self.score(session, question, c) for c in candidates), return_exceptions=True
+        )
+        scores: list[Score | None] = []
+        for candidate, outcome in zip(candidates, outcomes, strict=True):
+            if isinstance(outcome, Score):
+                candidate.scores[self.name] = outcome
+                scores.append(outcome)
+            elif isinstance(outcome, BudgetExhausted):
+                scores.append(None)
+            else:
+                raise outcome
+        if starved := scores.count(None):
+            session.warnings.append(
+                f"verifier {self.name!r} ran out of budget; {starved} candidate(s) left unscored"
+            )
+        return scores
