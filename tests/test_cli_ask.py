@@ -108,3 +108,20 @@ def test_ask_with_a_sample_budget(runner: CliRunner) -> None:
     out = json.loads(result.stdout)
     assert len(out["candidates"]) == 2 and out["samples"] == 2
     assert out["stopped_by"] == "max_samples"
+
+
+@pytest.mark.model
+def test_ask_best_of_n_with_a_separate_judge_model(runner: CliRunner) -> None:
+    args = ["ask", "What is 3+4? Answer with a number.", "-m", "smollm2-135m", "--json"]
+    args += ["-s", "best-of-n", "-p", "n=2", "-p", "verifier=llm-judge", "--max-tokens", "12"]
+    result = runner.invoke(main, [*args, "--judge-model", "smollm2-135m", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["strategy"] == "best-of-n"
+    judged = [c for c in out["candidates"] if "llm-judge" in c["scores"]]
+    answered = [c for c in out["candidates"] if c["answer"] is not None]
+    assert len(judged) == len(answered)
+    judge_calls = [s for s in out["trace"] if s["step"] == "verify" and "n" in s["detail"]]
+    assert len(judge_calls) == len(answered)  # one judge request per answered candidate
+    assert out["samples"] == 2 + len(judge_calls)
+    assert out["usage"]["completion_tokens"] == sum(s["tokens"] for s in out["trace"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from contextlib import nullcontext
+from contextlib import AsyncExitStack, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,8 @@ from ponder.engines.types import SampleDelta, SampleEvent, SampleFinished, Sampl
 from ponder.errors import InvalidRequestError
 from ponder.strategies.registry import StrategyParams, get_strategy, run_strategy
 from ponder.strategies.result import Result
+from ponder.verifiers.base import Verifier
+from ponder.verifiers.llm_judge import LLMJudgeVerifier
 
 
 @click.command()
@@ -57,6 +59,11 @@ from ponder.strategies.result import Result
 @click.option("--top-k", default=0, show_default=True, help="0 disables top-k.")
 @click.option("--seed", default=None, type=int, help="Reproducible sampling (embedded engine).")
 @click.option("--threads", default=None, type=int, help="llama.cpp threads (default: all cores).")
+@click.option(
+    "--judge-model",
+    default=None,
+    help="A second model for llm-judge and verify-refine reviews (e.g. a larger one).",
+)
 @click.option("--max-samples", default=None, type=int, help="Budget: samples of every kind.")
 @click.option("--budget-tokens", default=None, type=int, help="Budget: generated tokens in all.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a report.")
@@ -73,6 +80,7 @@ def ask(
     top_k: int,
     seed: int | None,
     threads: int | None,
+    judge_model: str | None,
     max_samples: int | None,
     budget_tokens: int | None,
     as_json: bool,
@@ -106,6 +114,7 @@ def ask(
             params=chosen.parse_params(params),
             sampling=sampling,
             budget=Budget(max_samples=max_samples, max_tokens=budget_tokens),
+            judge_model=judge_model,
         )
         result = asyncio.run(_run(question, model, engine, plan, threads, console, as_json))
     if as_json:
@@ -120,6 +129,7 @@ class Plan:
     params: StrategyParams
     sampling: SamplingParams
     budget: Budget
+    judge_model: str | None = None
 
 
 async def _run(
@@ -131,9 +141,17 @@ async def _run(
     console: Console,
     quiet: bool,
 ) -> Result:
-    with pull_progress(console, quiet) as progress:
-        engine = open_engine(engine_spec, model, progress=progress, n_threads=threads)
-    async with engine:
+    async with AsyncExitStack() as stack:
+        with pull_progress(console, quiet) as progress:
+            engine = open_engine(engine_spec, model, progress=progress, n_threads=threads)
+            await stack.enter_async_context(engine)
+            verifiers: dict[str, Verifier] = {}
+            if plan.judge_model is not None:
+                judge = open_engine(
+                    engine_spec, plan.judge_model, progress=progress, n_threads=threads
+                )
+                await stack.enter_async_context(judge)
+                verifiers["llm-judge"] = LLMJudgeVerifier(engine=judge)
         live = None if quiet or not console.is_terminal else _SampleProgress(console, plan)
         with live or nullcontext():
             return await run_strategy(
@@ -144,6 +162,7 @@ async def _run(
                 budget=plan.budget,
                 sampling=plan.sampling,
                 on_event=live.update if live else None,
+                verifiers=verifiers,
             )
 
 
