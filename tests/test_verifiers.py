@@ -148,7 +148,8 @@ async def test_self_certainty_on_sampled_candidates() -> None:
     s = session(engine)
     question = [Message(role="user", content="2+2?")]
     candidates = await s.sample(question, 2, **verifier.sampling_overrides)
-    scores = await verifier.score_all(s, "2+2?", candidates)
+    scored = await verifier.score_all(s, "2+2?", candidates)
+    scores = [sc for sc in scored if sc is not None]
     assert [sc.value for sc in scores] == pytest.approx([1 - math.exp(-0.4)] * 2)
     assert candidates[0].scores["self-certainty"] == scores[0]
 
@@ -266,7 +267,9 @@ async def test_judges_every_candidate_concurrently_on_its_own_engine() -> None:
     judge = FakeJudge(reply)
     s = session()  # the strategy's engine is not the judge
     candidates = [candidate("2+2 = 4"), candidate("2+2 = 5"), candidate("")]
-    scores = await LLMJudgeVerifier(judge).score_all(s, "2+2?", candidates)
+    scored = await LLMJudgeVerifier(judge).score_all(s, "2+2?", candidates)
+    scores = [sc for sc in scored if sc is not None]
+    assert len(scores) == 3
     assert scores[0].value > 0.9 and scores[1].value < 0.1
     assert scores[2].value == 0.0 and "empty" in scores[2].explanation  # no judge call
     assert len(judge.requests) == 2 and s.usage.completion_tokens == 2
@@ -447,6 +450,7 @@ async def test_yes_no_judge_on_smollm2(smollm2_engine: Engine) -> None:
     ]
     scores = await LLMJudgeVerifier().score_all(s, "What is 2 + 2?", candidates)
     for score in scores:
+        assert score is not None
         assert 0.0 <= score.value <= 1.0
         assert "P(yes)=" in score.explanation  # Yes / No are among the top 20 first tokens
     assert s.usage.completion_tokens == 2 and s.usage.prompt_tokens > 0

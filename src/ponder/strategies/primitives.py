@@ -14,6 +14,11 @@ from ponder.engines.types import Message
 from ponder.errors import InvalidRequestError
 
 MATH_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
+CODE_SYSTEM_PROMPT = (
+    "Write a correct, self-contained Python solution. Think briefly, then give the complete "
+    "function(s) in a single ```python code block."
+)
+"""For code questions: one fenced block is what `ponder.verifiers.code_exec` extracts and runs."""
 
 Question = str | Sequence[Message]
 
@@ -61,6 +66,12 @@ def math_equivalent(a: str, b: str) -> bool:
 
 
 Equivalence = Callable[[str, str], bool]
+
+
+def exact_equal(a: str, b: str) -> bool:
+    """Plain string equality of normalised answers, for answers math-verify should not touch
+    (labels, names, multiple-choice letters), where "1/2" and "0.5" are different answers."""
+    return a == b
 
 
 def group_answers(
