@@ -53,6 +53,7 @@ async def test_a_seed_reproduces_the_samples(engine: EmbeddedEngine) -> None:
     texts = [c.text for c in first.completions]
     assert texts == [c.text for c in again.completions]
     assert texts != [c.text for c in other.completions]
+    assert len(set(texts)) == 3  # each sample has its own seed (seed + index)
 
 
 async def test_greedy_samples_agree_and_match_top_logprob(engine: EmbeddedEngine) -> None:

@@ -29,6 +29,8 @@ class GenerationHandle:
         self._on_cancel = on_cancel
         self._events: asyncio.Queue[SampleEvent | None] = asyncio.Queue()
         self._result: asyncio.Future[Generation] = asyncio.get_running_loop().create_future()
+        # A caller that stopped waiting (cancelled) must not leave an unread error to be logged.
+        self._result.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     # --- engine side -------------------------------------------------------------------------
     def emit(self, events: Iterable[SampleEvent]) -> None:

@@ -40,6 +40,7 @@ from ponder.engines.types import (
 from ponder.errors import EngineError
 
 NEAR_PEAK_NATS = 10.0
+LLAMA_RANDOM_SEED = 0xFFFFFFFF
 
 
 @dataclass(eq=False)
@@ -446,11 +447,9 @@ class LlamaBatcher:
         if params.min_p > 0:
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_min_p(params.min_p, 1))
         lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(params.temperature))
-        seed = (
-            (params.seed + index) & 0xFFFFFFFE
-            if params.seed is not None
-            else int.from_bytes(os.urandom(4)) & 0xFFFFFFFE
-        )
+        # 0xFFFFFFFF means "random" to llama.cpp: keep seeds below it.
+        base = params.seed if params.seed is not None else int.from_bytes(os.urandom(4))
+        seed = (base + index) % LLAMA_RANDOM_SEED
         lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(seed))
         return chain
 
