@@ -6,6 +6,7 @@ import click
 
 from ponder import __version__
 from ponder.cli.ask import ask
+from ponder.cli.bench import bench
 from ponder.cli.models import models
 from ponder.cli.strategies import strategies
 
@@ -17,5 +18,6 @@ def main() -> None:
 
 
 main.add_command(ask)
+main.add_command(bench)
 main.add_command(models)
 main.add_command(strategies)

