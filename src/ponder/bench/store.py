@@ -10,11 +10,17 @@ Why answer groups are assigned when a sample is stored: grouping needs math-veri
 offline evaluation replays strategies over thousands of orderings and must load a dense integer
 array instead. Confidence traces are stored raw (float32) and summarised at load time, so a new
 summary never needs a new run.
+
+Strategies that must generate (verify-refine, beam search, think-longer) cannot be replayed from
+stored samples, so `ponder bench live` runs them on the same items and stores one result per
+(strategy config, item) in the `live` table of the same file, next to the samples it is compared
+with. Those tables are created by the first live run; a run store without them is still valid.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -32,6 +38,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from ponder.bench.items import DatasetSpec, Item
+from ponder.budget import Budget
 from ponder.engines.types import FinishReason
 from ponder.errors import InvalidRequestError
 
@@ -42,6 +49,8 @@ NO_ANSWER = -1
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int32]
 BoolArray = npt.NDArray[np.bool_]
+Float64Array = npt.NDArray[np.float64]
+Int64Array = npt.NDArray[np.int64]
 
 _SCHEMA = """
 CREATE TABLE run (
@@ -77,6 +86,33 @@ CREATE TABLE samples (
     token_logprob BLOB NOT NULL,
     created_at REAL NOT NULL,
     PRIMARY KEY (item_index, sample_index)
+);
+"""
+
+
+_LIVE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS live_configs (
+    config_key TEXT PRIMARY KEY,
+    label TEXT NOT NULL UNIQUE,
+    config TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS live (
+    config_key TEXT NOT NULL REFERENCES live_configs (config_key),
+    item_index INTEGER NOT NULL REFERENCES items (item_index),
+    answer TEXT,
+    correct INTEGER NOT NULL,
+    score REAL NOT NULL,
+    grade_detail TEXT,
+    completion_tokens INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    samples INTEGER NOT NULL,
+    latency_s REAL NOT NULL,
+    stopped_by TEXT,
+    error TEXT,
+    trace TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (config_key, item_index)
 );
 """
 
@@ -165,6 +201,80 @@ class RunArrays:
     confidence: dict[str, FloatArray]
 
 
+class LiveConfig(BaseModel):
+    """One live strategy configuration: everything that decides its results on a run's items,
+    besides what the run itself fixes (model, engine, temperature, top_p, top_k, seed).
+
+    `params` holds every parameter of the strategy, defaults included, so `-p n=8` and no `-p`
+    (when 8 is the default) are the same config. A label the user chose (`named`) is part of the
+    identity, so the same settings can be run again as a separate config (e.g. to see run-to-run
+    variance); a default label only describes the settings and is not."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    strategy: str = Field(min_length=1)
+    params: dict[str, Any]
+    budget: Budget = Budget()
+    max_tokens: int = Field(ge=1, le=131072)
+    label: str = Field(min_length=1)
+    named: bool = False
+
+    @property
+    def key(self) -> str:
+        """The config's stable id in the store: a digest of its canonical JSON."""
+        identity = {
+            "strategy": self.strategy,
+            "params": self.params,
+            "budget": self.budget.model_dump(mode="json"),
+            "max_tokens": self.max_tokens,
+            "label": self.label if self.named else None,
+        }
+        canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class LiveRecord:
+    """One live result: a strategy config's graded answer on one item, and what it cost.
+    `completion_tokens` and `samples` count everything the strategy made the engine do (judge
+    calls and refinements included); `error` holds what went wrong without failing the item
+    (warnings, candidates whose code did not run); `trace` is the strategy's trace as JSON."""
+
+    config_key: str
+    item_index: int
+    answer: str | None
+    correct: bool
+    score: float
+    grade_detail: str | None
+    completion_tokens: int
+    prompt_tokens: int
+    samples: int
+    latency_s: float
+    stopped_by: str | None
+    error: str | None
+    trace: str
+
+
+@dataclass(frozen=True)
+class LiveResult:
+    """A live config's results over the items it has done, as arrays aligned by `item_index`
+    (ascending), for reports that set them beside offline replays of the same items."""
+
+    config: LiveConfig
+    item_index: Int64Array
+    correct: Float64Array
+    """1.0 where the answer was right, else 0.0 (a float, so means and bootstraps need no cast)."""
+    score: Float64Array
+    tokens: Int64Array
+    """Completion tokens the strategy generated per item."""
+    samples: Int64Array
+    latency_s: Float64Array
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.correct.mean()) if self.correct.size else math.nan
+
+
 class RunStore:
     """The run file. `create_or_resume` for the sampling run (exclusive writer), `open_readonly`
     for reading a run another process may still be writing."""
@@ -231,6 +341,39 @@ class RunStore:
         except BaseException:
             connection.close()
             raise
+
+    @classmethod
+    def open_for_live(cls, path: Path) -> RunStore:
+        """An existing run, opened to add live results. It takes the same writer lock as
+        `create_or_resume`, so a live run and the sampling run never write one file at once
+        (two writers of one config would run the same items twice), and creates the live tables
+        on first use."""
+        if not path.is_file():
+            raise RunStoreError(f"No such run file: {path}")
+        lock_fd = os.open(path, os.O_RDWR)
+        try:
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as error:
+                raise RunStoreError(
+                    f"{path} is being written by another `ponder bench run` or `ponder bench "
+                    "live`; wait for it to finish or stop it first"
+                ) from error
+            connection = _connect(path, readonly=False)
+            try:
+                if not _tables(connection, path):
+                    raise RunStoreError(
+                        f"{path} is not a ponder run store (it is an empty database)"
+                    )
+                store = cls(path, connection, lock_fd)
+                store._create_live_tables()
+            except BaseException:
+                connection.close()
+                raise
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        return store
 
     @staticmethod
     def stored_config(path: Path) -> RunConfig | None:
@@ -408,7 +551,135 @@ class RunStore:
                 "UPDATE items SET prompt_tokens = ? WHERE item_index = ?", (tokens, item_index)
             )
 
+    # --- live results -----------------------------------------------------------------------------
+
+    def ensure_live_config(self, config: LiveConfig) -> LiveConfig:
+        """Register `config` (once) and return it as stored: a config run before keeps the label
+        it was first stored with. Labels are unique, since reports tell configs apart by them: a
+        chosen label already used by other settings is refused, and a default one that collides
+        gets the config's key appended."""
+        with self._transaction():
+            row = self._db.execute(
+                "SELECT config FROM live_configs WHERE config_key = ?", (config.key,)
+            ).fetchone()
+            if row is not None:
+                return LiveConfig.model_validate_json(row[0])
+            taken = self._db.execute(
+                "SELECT 1 FROM live_configs WHERE label = ?", (config.label,)
+            ).fetchone()
+            if taken is not None:
+                if config.named:
+                    raise RunStoreError(
+                        f"the label {config.label!r} already names other live settings in "
+                        f"{self.path}; choose another --label"
+                    )
+                config = config.model_copy(update={"label": f"{config.label} [{config.key[:6]}]"})
+            self._db.execute(
+                "INSERT INTO live_configs (config_key, label, config, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                (config.key, config.label, config.model_dump_json(), time.time()),
+            )
+        return config
+
+    def live_configs(self) -> list[LiveConfig]:
+        """Every live config in the order they were first run; none before the first live run."""
+        if not self._has_live_tables():
+            return []
+        rows = self._db.execute("SELECT config FROM live_configs ORDER BY created_at, rowid")
+        return [LiveConfig.model_validate_json(config) for (config,) in rows]
+
+    def live_done(self, config_key: str) -> set[int]:
+        """The items a live config has a stored result for."""
+        if not self._has_live_tables():
+            return set()
+        rows = self._db.execute("SELECT item_index FROM live WHERE config_key = ?", (config_key,))
+        return {item_index for (item_index,) in rows}
+
+    def live_records(self, config_key: str) -> list[LiveRecord]:
+        """A live config's stored results, by item."""
+        if not self._has_live_tables():
+            return []
+        rows = self._db.execute(
+            f"SELECT {', '.join(_LIVE_COLUMNS)} FROM live WHERE config_key = ? ORDER BY item_index",
+            (config_key,),
+        )
+        return [_live_record(row) for row in rows]
+
+    def live_results(self) -> list[LiveResult]:
+        """Every live config that has results, with them as arrays over the items it has done
+        (configs registered but with no item done yet are left out)."""
+        results = []
+        for config in self.live_configs():
+            rows = self._db.execute(
+                "SELECT item_index, correct, score, completion_tokens, samples, latency_s "
+                "FROM live WHERE config_key = ? ORDER BY item_index",
+                (config.key,),
+            ).fetchall()
+            if not rows:
+                continue
+            index, correct, score, tokens, samples, latency = zip(*rows, strict=True)
+            results.append(
+                LiveResult(
+                    config=config,
+                    item_index=np.array(index, dtype=np.int64),
+                    correct=np.array(correct, dtype=np.float64),
+                    score=np.array(score, dtype=np.float64),
+                    tokens=np.array(tokens, dtype=np.int64),
+                    samples=np.array(samples, dtype=np.int64),
+                    latency_s=np.array(latency, dtype=np.float64),
+                )
+            )
+        return results
+
+    def add_live(self, record: LiveRecord) -> None:
+        """Store one live result in its own transaction: once this returns, it survives a kill.
+        A second result for the same config and item is refused, never stored twice."""
+        values = (
+            record.config_key,
+            record.item_index,
+            record.answer,
+            int(record.correct),
+            record.score,
+            record.grade_detail,
+            record.completion_tokens,
+            record.prompt_tokens,
+            record.samples,
+            record.latency_s,
+            record.stopped_by,
+            record.error,
+            record.trace,
+            time.time(),
+        )
+        columns = ", ".join((*_LIVE_COLUMNS, "created_at"))
+        marks = ", ".join("?" * len(values))
+        try:
+            with self._transaction():
+                self._db.execute(f"INSERT INTO live ({columns}) VALUES ({marks})", values)
+        except sqlite3.IntegrityError as error:
+            if "UNIQUE" in str(error):
+                raise RunStoreError(
+                    f"item {record.item_index} already has a result for live config "
+                    f"{record.config_key} in {self.path}"
+                ) from error
+            raise RunStoreError(
+                f"live result for item {record.item_index} refused by {self.path}: {error} "
+                "(unknown config or item)"
+            ) from error
+
     # --- internals --------------------------------------------------------------------------------
+
+    def _has_live_tables(self) -> bool:
+        found = self._db.execute(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN ('live', "
+            "'live_configs')"
+        ).fetchone()[0]
+        return bool(found == 2)
+
+    def _create_live_tables(self) -> None:
+        with self._transaction():
+            for statement in _LIVE_SCHEMA.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -447,6 +718,23 @@ _SAMPLE_COLUMNS = (
     "latency_s",
     "token_confidence",
     "token_logprob",
+)
+
+
+_LIVE_COLUMNS = (
+    "config_key",
+    "item_index",
+    "answer",
+    "correct",
+    "score",
+    "grade_detail",
+    "completion_tokens",
+    "prompt_tokens",
+    "samples",
+    "latency_s",
+    "stopped_by",
+    "error",
+    "trace",
 )
 
 
@@ -542,6 +830,39 @@ def _record(row: tuple[Any, ...]) -> SampleRecord:
         latency_s=latency,
         token_confidence=_floats(conf),
         token_logprob=_floats(lp),
+    )
+
+
+def _live_record(row: tuple[Any, ...]) -> LiveRecord:
+    (
+        key,
+        i,
+        answer,
+        correct,
+        score,
+        detail,
+        tokens,
+        prompt,
+        samples,
+        latency,
+        stop,
+        error,
+        trace,
+    ) = row
+    return LiveRecord(
+        config_key=key,
+        item_index=i,
+        answer=answer,
+        correct=bool(correct),
+        score=score,
+        grade_detail=detail,
+        completion_tokens=tokens,
+        prompt_tokens=prompt,
+        samples=samples,
+        latency_s=latency,
+        stopped_by=stop,
+        error=error,
+        trace=trace,
     )
 
 

