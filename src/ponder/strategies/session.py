@@ -121,18 +121,21 @@ class Session:
         return generation
 
     async def sample(
-        self, messages: Sequence[Message], n: int | None = None, **options: Any
+        self,
+        messages: Sequence[Message],
+        n: int | None = None,
+        *,
+        step: str = "sample",
+        engine: Engine | None = None,
+        continue_final: bool = False,
+        watch: Watch | None = None,
+        enough: Enough | None = None,
+        **overrides: Any,
     ) -> list[Candidate]:
-        """`generate`, then extract each sample's final answer into a `Candidate`."""
+        """`generate`, then extract each sample's final answer into a `Candidate` numbered by its
+        position among all samples of the session."""
         first, generation = await self._generate(
-            messages,
-            n,
-            options.pop("step", "sample"),
-            options.pop("engine", None),
-            options.pop("continue_final", False),
-            options.pop("watch", None),
-            options.pop("enough", None),
-            options,
+            messages, n, step, engine, continue_final, watch, enough, overrides
         )
         return [
             Candidate.from_completion(c, extract_answer(c.text), first + i)
