@@ -1,6 +1,7 @@
 """Benchmarks: datasets behind one loader interface, a resumable sampling run that stores every
-sample (with its token confidences) in a single SQLite file, and the dense arrays offline
-evaluation replays strategies from."""
+sample (with its token confidences) in a single SQLite file, the dense arrays offline
+evaluation replays strategies from, and the report that sets replays, live runs and their costs
+side by side."""
 
 from ponder.bench.checkers import Checker, Grade, make_checker
 from ponder.bench.datasets import (
@@ -11,10 +12,28 @@ from ponder.bench.datasets import (
     parse_dataset,
 )
 from ponder.bench.items import CheckerName, DatasetSpec, Item, JsonlFields
+from ponder.bench.prices import (
+    DEFAULT_USD_PER_HOUR,
+    HourlyPrice,
+    Price,
+    PriceError,
+    TokenPrice,
+    load_prices,
+)
+from ponder.bench.report import (
+    Report,
+    ReportError,
+    ReportRow,
+    build_report,
+    pareto_front,
+    replay_data,
+    write_report,
+)
 from ponder.bench.run import BenchRunError, RunSummary, make_config, sample_run
 from ponder.bench.store import RunArrays, RunConfig, RunStore, RunStoreError, SampleRecord
 
 __all__ = [
+    "DEFAULT_USD_PER_HOUR",
     "BenchRunError",
     "Checker",
     "CheckerName",
@@ -22,18 +41,30 @@ __all__ = [
     "DatasetInfo",
     "DatasetSpec",
     "Grade",
+    "HourlyPrice",
     "Item",
     "JsonlFields",
+    "Price",
+    "PriceError",
+    "Report",
+    "ReportError",
+    "ReportRow",
     "RunArrays",
     "RunConfig",
     "RunStore",
     "RunStoreError",
     "RunSummary",
     "SampleRecord",
+    "TokenPrice",
+    "build_report",
     "list_datasets",
     "load_dataset",
+    "load_prices",
     "make_checker",
     "make_config",
+    "pareto_front",
     "parse_dataset",
+    "replay_data",
     "sample_run",
+    "write_report",
 ]

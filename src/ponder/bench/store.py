@@ -26,7 +26,7 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -475,6 +475,22 @@ class RunStore:
             arguments = (item_index,)
         rows = self._db.execute(query + " ORDER BY item_index, sample_index", arguments)
         return [_record(row) for row in rows]
+
+    def token_traces(
+        self, item_indices: Collection[int] | None = None
+    ) -> Iterator[tuple[int, int, FloatArray, FloatArray]]:
+        """(item, sample, token_confidence, token_logprob) of every stored sample (of the given
+        items), ordered by item and sample, without the text: what offline reports rebuild
+        DeepConf's per-token group-confidence traces and the self-certainty scores from. Rows
+        are read one at a time, so a large run is never held in memory twice."""
+        wanted = None if item_indices is None else set(item_indices)
+        rows = self._db.execute(
+            "SELECT item_index, sample_index, token_confidence, token_logprob FROM samples "
+            "ORDER BY item_index, sample_index"
+        )
+        for i, j, confidence, logprob in rows:
+            if wanted is None or i in wanted:
+                yield i, j, _floats(confidence), _floats(logprob)
 
     def prompt_tokens(self) -> list[int | None]:
         rows = self._db.execute("SELECT prompt_tokens FROM items ORDER BY item_index")

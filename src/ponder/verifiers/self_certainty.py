@@ -14,8 +14,10 @@ Modes:
 
 from __future__ import annotations
 
-import math
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+import numpy.typing as npt
 
 from ponder.errors import InvalidRequestError
 from ponder.strategies.result import Candidate, Score
@@ -24,6 +26,9 @@ from ponder.verifiers.confidence import lowest_group_confidence, mean_logprob, t
 
 if TYPE_CHECKING:
     from ponder.strategies.session import Session
+
+DEFAULT_SCALE = 5.0
+"""Confidence (in nats) that maps to a score of 1 - 1/e."""
 
 CertaintyMode = Literal["mean-logprob", "deepconf"]
 DEFAULT_TOP_LOGPROBS = 20
@@ -40,7 +45,7 @@ class SelfCertaintyVerifier(Verifier):
     needs_logprobs: ClassVar[bool] = True
 
     def __init__(
-        self, mode: CertaintyMode = "deepconf", window: int = 16, scale: float = 5.0
+        self, mode: CertaintyMode = "deepconf", window: int = 16, scale: float = DEFAULT_SCALE
     ) -> None:
         if mode not in ("mean-logprob", "deepconf"):
             raise InvalidRequestError(
@@ -53,7 +58,7 @@ class SelfCertaintyVerifier(Verifier):
         self.scale = scale
 
     @property
-    def sampling_overrides(self) -> dict[str, object]:
+    def sampling_overrides(self) -> dict[str, Any]:
         """What candidates must be sampled with for this verifier to see anything."""
         if self.mode == "deepconf":
             return {"logprobs": True, "top_logprobs": DEFAULT_TOP_LOGPROBS}
@@ -74,7 +79,7 @@ class SelfCertaintyVerifier(Verifier):
         if self.mode == "mean-logprob":
             mean = mean_logprob(logprobs)
             return Score(
-                value=min(1.0, math.exp(mean)),
+                value=float(mean_logprob_score(mean)),
                 explanation=f"mean logprob {mean:.4f} over {len(logprobs)} tokens",
             )
         k = max(len(entry.top_logprobs) for entry in logprobs)
@@ -85,9 +90,20 @@ class SelfCertaintyVerifier(Verifier):
                 f"sample with top_logprobs={DEFAULT_TOP_LOGPROBS}",
             )
         lowest = lowest_group_confidence(token_confidences(logprobs), self.window)
-        value = -math.expm1(-max(0.0, lowest) / self.scale)  # 1 - exp(-C / scale)
         return Score(
-            value=min(1.0, max(0.0, value)),
+            value=float(confidence_score(lowest, self.scale)),
             explanation=f"DeepConf lowest group confidence {lowest:.4f} (window {self.window}, "
             f"{len(logprobs)} tokens, top-{k}) -> 1 - exp(-C/{self.scale:g})",
         )
+
+
+def confidence_score(confidence: npt.ArrayLike, scale: float = DEFAULT_SCALE) -> Any:
+    """DeepConf confidence C (>= 0, larger = surer) -> [0, 1] as 1 - exp(-C / scale); works on
+    arrays too, so offline replay scores exactly as the live verifier does."""
+    c = np.maximum(np.asarray(confidence, dtype=np.float64), 0.0)
+    return np.clip(-np.expm1(-c / scale), 0.0, 1.0)
+
+
+def mean_logprob_score(mean: npt.ArrayLike) -> Any:
+    """Mean token logprob -> [0, 1] as its geometric-mean probability exp(mean)."""
+    return np.minimum(np.exp(np.asarray(mean, dtype=np.float64)), 1.0)
