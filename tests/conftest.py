@@ -3,6 +3,7 @@ git), so they are pulled once per machine and reused by later runs and CI."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,3 +23,13 @@ def model_store() -> ModelStore:
 def smollm2_path(model_store: ModelStore) -> Path:
     """The real SmolLM2-135M GGUF (about 100 MB), pulled on first use."""
     return model_store.ensure("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def server_url(smollm2_path: Path) -> Iterator[str]:
+    """llama-cpp-python's own OpenAI-compatible server over SmolLM2, on a free loopback port."""
+    pytest.importorskip("llama_cpp.server.app")
+    from tests.llama_server import llama_server
+
+    with llama_server(smollm2_path) as url:
+        yield url

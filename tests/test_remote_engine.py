@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import httpx
@@ -28,7 +27,7 @@ from ponder.errors import (
     BackendUnavailableError,
     InvalidRequestError,
 )
-from tests.llama_server import free_port, llama_server
+from tests.llama_server import free_port
 
 URL = "http://gpu-1.test:8000/v1"
 Handler = Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
@@ -475,13 +474,6 @@ async def test_cancel_all_stops_requests_and_keeps_tokens() -> None:
 
 
 # --- against llama-cpp-python's real server --------------------------------------------------
-@pytest.fixture(scope="session")
-def server_url(smollm2_path: Path) -> Iterator[str]:
-    pytest.importorskip("llama_cpp.server.app")
-    with llama_server(smollm2_path) as url:
-        yield url
-
-
 @pytest.fixture
 async def real_engine(server_url: str) -> AsyncIterator[RemoteEngine]:
     async with RemoteEngine(server_url, timeout_s=60, max_retries=1) as engine:
