@@ -13,7 +13,7 @@ QUESTION ?= Natalia sold clips to 48 of her friends in April, and then she sold 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[embedded,hf,dev,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[embedded,hf,dev,bench,server]'
 	touch $(STAMP)
 
 ask: $(STAMP)

@@ -8,6 +8,7 @@ from ponder import __version__
 from ponder.cli.ask import ask
 from ponder.cli.bench import bench
 from ponder.cli.models import models
+from ponder.cli.serve import serve
 from ponder.cli.strategies import strategies
 
 
@@ -20,4 +21,5 @@ def main() -> None:
 main.add_command(ask)
 main.add_command(bench)
 main.add_command(models)
+main.add_command(serve)
 main.add_command(strategies)
