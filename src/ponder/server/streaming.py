@@ -192,37 +192,49 @@ async def passthrough_stream(
     wants_logprobs = job.request.params.wants_logprobs
 
     async def events() -> AsyncIterator[str]:
+        # Events that have already arrived go out together, in one write: each piece yielded
+        # costs a trip through the ASGI send chain and a socket write, and upstreams often send
+        # several chunks at once. Nothing is held back to wait for more.
         offsets = [0] * job.request.params.n
+        out: list[str] = []
         try:
             if job.kind == "chat":
                 for i in range(job.request.params.n):
-                    yield sse(delta_chunk("chat", head, i, "", role=True))
+                    out.append(sse(delta_chunk("chat", head, i, "", role=True)))
             item = first
             while True:
                 if item is None:  # nothing yet: keep the connection alive
-                    yield ": keep-alive\n\n"
+                    out.append(": keep-alive\n\n")
                 elif item is _END:
                     break
                 elif isinstance(item, BaseException):
-                    yield _error_event(item, state)
-                    yield sse("[DONE]")
+                    out += [_error_event(item, state), sse("[DONE]")]
+                    yield "".join(out)
                     return
                 else:
-                    yield sse(_relay(job, head, item, offsets, wants_logprobs))  # type: ignore[arg-type]
+                    out.append(sse(_relay(job, head, item, offsets, wants_logprobs)))  # type: ignore[arg-type]
+                if not queue.empty():
+                    item = queue.get_nowait()
+                    continue
+                yield "".join(out)
+                out = []
                 try:
-                    item = await asyncio.wait_for(queue.get(), state.config.progress_interval_s)
+                    async with asyncio.timeout(state.config.progress_interval_s):
+                        item = await queue.get()  # (no task per event, unlike wait_for)
                 except TimeoutError:
                     item = None
             generation = await handle.result()
             state.count("none", job.request.params.n, generation.usage)
             failed = completion_error(generation)
             if failed is not None:
-                yield _error_event(EngineError(failed.error or "the engine failed"), state)
-                yield sse("[DONE]")
+                error = EngineError(failed.error or "the engine failed")
+                out += [_error_event(error, state), sse("[DONE]")]
+                yield "".join(out)
                 return
             if job.include_usage:
-                yield sse(usage_chunk(head, generation.usage))
-            yield sse("[DONE]")
+                out.append(sse(usage_chunk(head, generation.usage)))
+            out.append(sse("[DONE]"))
+            yield "".join(out)
         finally:
             cleanup()
 
