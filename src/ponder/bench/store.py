@@ -299,26 +299,10 @@ class RunStore:
             raise RunStoreError(f"{path} is not a file; give --out a file name for the run")
         if not path.parent.is_dir():
             raise RunStoreError(f"No such folder: {path.parent}")
-        lock_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as error:
-                raise RunStoreError(
-                    f"{path} is being written by another `ponder bench run`; wait for it to "
-                    "finish or stop it first"
-                ) from error
-            connection = _connect(path, readonly=False)
-            try:
-                if not _tables(connection, path):
-                    _initialise(connection, config, items)
-                store = cls(path, connection, lock_fd)
-            except BaseException:
-                connection.close()
-                raise
-        except BaseException:
-            os.close(lock_fd)
-            raise
+        with _writer(path, create=True) as (connection, lock_fd):
+            if not _tables(connection, path):
+                _initialise(connection, config, items)
+            store = cls(path, connection, lock_fd)
         problems = store.config.mismatches(config)
         if problems:
             store.close()
@@ -350,29 +334,11 @@ class RunStore:
         on first use."""
         if not path.is_file():
             raise RunStoreError(f"No such run file: {path}")
-        lock_fd = os.open(path, os.O_RDWR)
-        try:
-            try:
-                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as error:
-                raise RunStoreError(
-                    f"{path} is being written by another `ponder bench run` or `ponder bench "
-                    "live`; wait for it to finish or stop it first"
-                ) from error
-            connection = _connect(path, readonly=False)
-            try:
-                if not _tables(connection, path):
-                    raise RunStoreError(
-                        f"{path} is not a ponder run store (it is an empty database)"
-                    )
-                store = cls(path, connection, lock_fd)
-                store._create_live_tables()
-            except BaseException:
-                connection.close()
-                raise
-        except BaseException:
-            os.close(lock_fd)
-            raise
+        with _writer(path, create=False) as (connection, lock_fd):
+            if not _tables(connection, path):
+                raise RunStoreError(f"{path} is not a ponder run store (it is an empty database)")
+            store = cls(path, connection, lock_fd)
+            store._create_live_tables()
         return store
 
     @staticmethod
@@ -910,3 +876,28 @@ def confidence_summaries(
         float(lowest.mean()),
         float(values[-tail:].mean()),
     )
+
+
+@contextmanager
+def _writer(path: Path, *, create: bool) -> Iterator[tuple[sqlite3.Connection, int]]:
+    """The run's writer lock and a writable connection; both are released if the body fails
+    (on success the store that the body builds owns them). One writer per file: `bench run` and
+    `bench live` never write one run at once."""
+    lock_fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
+    try:
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as error:
+            raise RunStoreError(
+                f"{path} is being written by another `ponder bench run` or `ponder bench live`; "
+                "wait for it to finish or stop it first"
+            ) from error
+        connection = _connect(path, readonly=False)
+        try:
+            yield connection, lock_fd
+        except BaseException:
+            connection.close()
+            raise
+    except BaseException:
+        os.close(lock_fd)
+        raise
