@@ -4,7 +4,7 @@ For n = 1, 8, 16 samples of the same prompt on the same model, in one run:
   (a) sequential: n calls of llama-cpp-python's high-level `create_completion`, one after another;
   (b) raw: a bare low-level batched loop (prompt once, `llama_memory_seq_cp`, one `llama_decode` per
       step for all sequences, llama.cpp's own sampler chain) -- the ceiling;
-  (c) ponder: `EmbeddedEngine.generate` with n samples.
+  (c) ponder: `EmbeddedEngine.generate` with n samples (the request `ponder tune` times).
 Every sample generates exactly --max-tokens tokens (end-of-text ignored), so all three do the same
 work; tokens/s = completion tokens / wall seconds of the whole request. Each measurement is repeated
 (interleaved) and the best run is kept, since this machine is shared and noisy.
@@ -25,18 +25,10 @@ from typing import Any
 
 from ponder.engines.embedded import EmbeddedEngine
 from ponder.engines.llama_model import LlamaModel, default_threads
-from ponder.engines.types import GenerationRequest, Message, SamplingParams
+from ponder.engines.types import GenerationRequest
 from ponder.models.store import ModelStore
-from ponder.strategies.primitives import as_messages
+from ponder.tuning import TEMPERATURE, fixed_work_request, measure, parse_counts, tune_messages
 
-QUESTION = (
-    "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes "
-    "muffins for her friends every day with four. She sells the remainder at the farmers' market "
-    "daily for $2 per fresh duck egg. How much in dollars does she make every day at the farmers' "
-    "market? Explain each step of your reasoning carefully, check the arithmetic twice, and state "
-    "any assumptions you make about the problem before giving the final answer."
-)
-TEMPERATURE = 0.8
 N_CTX = 8192
 
 
@@ -104,22 +96,15 @@ def sequential_high_level(llama: Any, prompt: list[int], n: int, max_tokens: int
     return generated
 
 
-def ponder_engine(
-    engine: EmbeddedEngine, messages: tuple[Message, ...], n: int, max_tokens: int, seed: int
-) -> int:
-    params = SamplingParams(
-        n=n, max_tokens=max_tokens, temperature=TEMPERATURE, seed=seed, ignore_eos=True
-    )
-    generation = asyncio.run(engine.generate(GenerationRequest(messages=messages, params=params)))
-    return generation.usage.completion_tokens
+def ponder_engine(engine: EmbeddedEngine, n: int, max_tokens: int, seed: int) -> int:
+    """The same fixed-work request `ponder tune` times (it checks every token was made)."""
+    measured = asyncio.run(measure(engine, n, max_tokens, seed))
+    return measured.n * measured.tokens
 
 
-def concurrent_slowdown(
-    engine: EmbeddedEngine, messages: tuple[Message, ...], n: int, max_tokens: int
-) -> float:
+def concurrent_slowdown(engine: EmbeddedEngine, n: int, max_tokens: int) -> float:
     """Wall time of two concurrent n-sample requests over one alone (2.0 = no sharing at all)."""
-    params = SamplingParams(n=n, max_tokens=max_tokens, temperature=TEMPERATURE, ignore_eos=True)
-    request = GenerationRequest(messages=messages, params=params)
+    request = fixed_work_request(n, max_tokens)
 
     async def one() -> float:
         start = time.perf_counter()
@@ -155,10 +140,9 @@ def main() -> None:
 
     store = ModelStore()
     path = store.ensure(args.model or store.default_model)
-    messages = as_messages(QUESTION)
-    ns = [int(x) for x in args.ns.split(",")]
+    ns = list(parse_counts(args.ns))
     engine = EmbeddedEngine(path, n_ctx=N_CTX, max_sequences=max(ns))
-    prompt = engine.tokenize_request(GenerationRequest(messages=messages))
+    prompt = engine.tokenize_request(GenerationRequest(messages=tune_messages()))
     bare = LlamaModel(path)
     raw_loop = RawBatched(bare, max(ns))
     llama = Llama(
@@ -174,7 +158,7 @@ def main() -> None:
     }
     try:
         raw_loop.run(prompt, 2, 8, 0)  # warm both up: first decodes pay one-off costs
-        ponder_engine(engine, messages, 2, 8, 0)
+        ponder_engine(engine, 2, 8, 0)
         for n in ns:
             seq = best_rate(
                 partial(sequential_high_level, llama, prompt, n, args.max_tokens, 7),
@@ -185,7 +169,7 @@ def main() -> None:
                 raw = max(raw, best_rate(partial(raw_loop.run, prompt, n, args.max_tokens, 7), 1))
                 ponder = max(
                     ponder,
-                    best_rate(partial(ponder_engine, engine, messages, n, args.max_tokens, 7), 1),
+                    best_rate(partial(ponder_engine, engine, n, args.max_tokens, 7), 1),
                 )
             results[f"sequential_tok_s_n{n}"] = round(seq, 1)
             results[f"raw_tok_s_n{n}"] = round(raw, 1)
@@ -199,12 +183,14 @@ def main() -> None:
                     f"ponder/sequential {ponder / seq:.2f}",
                     flush=True,
                 )
-        slowdown = min(
-            concurrent_slowdown(engine, messages, 8, args.max_tokens) for _ in range(args.repeats)
-        )
-        results["two_concurrent_vs_one_time_n8"] = round(slowdown, 3)
-        if not args.json:
-            print(f"two concurrent n=8 requests take {slowdown:.2f}x the time of one")
+        pair = min(8, max(ns) // 2)  # two requests of `pair` samples must fit the engine at once
+        if pair:
+            slowdown = min(
+                concurrent_slowdown(engine, pair, args.max_tokens) for _ in range(args.repeats)
+            )
+            results[f"two_concurrent_vs_one_time_n{pair}"] = round(slowdown, 3)
+            if not args.json:
+                print(f"two concurrent n={pair} requests take {slowdown:.2f}x the time of one")
     finally:
         asyncio.run(engine.aclose())
         llama.close()

@@ -13,14 +13,6 @@ import pytest
 from click.testing import CliRunner
 
 from ponder.bench.items import DatasetSpec, Item
-from ponder.bench.prices import (
-    DEFAULT_USD_PER_HOUR,
-    HourlyPrice,
-    PriceError,
-    TokenPrice,
-    load_prices,
-    price_for,
-)
 from ponder.bench.replay import available_strategies
 from ponder.bench.report import (
     COST_TOLERANCE,
@@ -44,6 +36,14 @@ from ponder.bench.store import (
 )
 from ponder.cli import main
 from ponder.engines.types import Message, TokenLogprob, TopLogprob
+from ponder.planning.pricing import (
+    DEFAULT_USD_PER_HOUR,
+    HourlyPrice,
+    PriceError,
+    TokenPrice,
+    load_prices,
+    price_for,
+)
 from ponder.strategies.result import Candidate
 from ponder.verifiers.confidence import group_confidences
 from ponder.verifiers.self_certainty import SelfCertaintyVerifier
@@ -265,11 +265,12 @@ def test_prices_per_token_and_per_hour(tmp_path: Path) -> None:
     toml = tmp_path / "prices.toml"
     toml.write_text('["tiny-model"]\nusd_per_hour = 3.6\n')
     assert load_prices(toml) == {"tiny-model": local}
-    assert price_for(config(), prices) == local
-    assert price_for(config(), None) == HourlyPrice(usd_per_hour=DEFAULT_USD_PER_HOUR)
-    assert price_for(config(engine="http://localhost:8080/v1"), None) is None
+    assert price_for(config().model, local=True, prices=prices) == local
+    default = HourlyPrice(usd_per_hour=DEFAULT_USD_PER_HOUR)
+    assert price_for(config().model, local=True, prices=None) == default
+    assert price_for(config().model, local=False, prices=None) is None
     with pytest.raises(PriceError, match="no entry for model 'other'"):
-        price_for(config(model="other"), prices)
+        price_for("other", local=True, prices=prices)
 
 
 @pytest.mark.parametrize(

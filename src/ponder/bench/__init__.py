@@ -1,7 +1,7 @@
 """Benchmarks: datasets behind one loader interface, a resumable sampling run that stores every
 sample (with its token confidences) in a single SQLite file, the dense arrays offline
 evaluation replays strategies from, and the report that sets replays, live runs and their costs
-side by side."""
+side by side (priced by `ponder.planning.pricing`)."""
 
 from ponder.bench.checkers import Checker, Grade, make_checker
 from ponder.bench.datasets import (
@@ -12,14 +12,6 @@ from ponder.bench.datasets import (
     parse_dataset,
 )
 from ponder.bench.items import CheckerName, DatasetSpec, Item, JsonlFields
-from ponder.bench.prices import (
-    DEFAULT_USD_PER_HOUR,
-    HourlyPrice,
-    Price,
-    PriceError,
-    TokenPrice,
-    load_prices,
-)
 from ponder.bench.report import (
     Report,
     ReportError,
@@ -33,7 +25,6 @@ from ponder.bench.run import BenchRunError, RunSummary, make_config, sample_run
 from ponder.bench.store import RunArrays, RunConfig, RunStore, RunStoreError, SampleRecord
 
 __all__ = [
-    "DEFAULT_USD_PER_HOUR",
     "BenchRunError",
     "Checker",
     "CheckerName",
@@ -41,11 +32,8 @@ __all__ = [
     "DatasetInfo",
     "DatasetSpec",
     "Grade",
-    "HourlyPrice",
     "Item",
     "JsonlFields",
-    "Price",
-    "PriceError",
     "Report",
     "ReportError",
     "ReportRow",
@@ -55,11 +43,9 @@ __all__ = [
     "RunStoreError",
     "RunSummary",
     "SampleRecord",
-    "TokenPrice",
     "build_report",
     "list_datasets",
     "load_dataset",
-    "load_prices",
     "make_checker",
     "make_config",
     "pareto_front",

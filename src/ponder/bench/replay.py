@@ -71,11 +71,13 @@ from ponder.bench.estimators import (
 from ponder.errors import InvalidRequestError
 
 __all__ = [
+    "MajorityPaths",
     "ReplayData",
     "ReplayRow",
     "available_strategies",
     "beta_stop_table",
     "bootstrap_ci",
+    "majority_paths",
     "pass_at_k",
     "replay",
 ]
@@ -280,6 +282,83 @@ def replay(
             )
         )
     return rows
+
+
+@dataclass(frozen=True, eq=False)
+class MajorityPaths:
+    """Self-consistency along random orderings of each item's samples, one sample at a time: the
+    raw material of planners (`ponder.planning`), which decide per ordering how far to go.
+
+    Position-major like the rest of replay: ``x[k, m]`` is about the (k+1)-th sample that row
+    m = r * items + i (ordering r of item i) draws. `correct[k, m]` says whether the majority of
+    its first k + 1 samples is right (ties to the answer seen first, as `majority`), `votes[k, m]`
+    how many of them the leader holds; `tokens`, `latency` and `confidence` are the drawn
+    sample's own. Rows come in the same seeded orderings `replay` draws for the same seed."""
+
+    items: int
+    orderings: int
+    item: IntArray
+    correct: BoolArray
+    votes: npt.NDArray[np.int16]
+    tokens: npt.NDArray[np.int32]
+    latency: Float32Array
+    confidence: Float32Array
+
+    @property
+    def depth(self) -> int:
+        return int(self.correct.shape[0])
+
+    @property
+    def rows(self) -> int:
+        return int(self.correct.shape[1])
+
+
+def majority_paths(
+    data: ReplayData, *, orderings: int = 100, seed: int = 0, depth: int | None = None
+) -> MajorityPaths:
+    """The running majority vote of the first `depth` (default: all S) samples of `orderings`
+    seeded random orderings of every item (see `MajorityPaths`). Memory is about 15 bytes per
+    (position, row) cell."""
+    if orderings < 1:
+        raise InvalidRequestError(f"orderings must be at least 1, got {orderings}")
+    depth = data.samples if depth is None else depth
+    if not 1 <= depth <= data.samples:
+        raise InvalidRequestError(f"depth must lie in 1..{data.samples} (samples per item)")
+    arrays = _Arrays.of(data)
+    rng = np.random.default_rng(seed)
+    block = max(1, CHUNK_ELEMENTS // (data.items * data.samples))
+    names = ("correct", "votes", "tokens", "latency", "confidence")
+    parts: dict[str, list[npt.NDArray[np.generic]]] = {name: [] for name in names}
+    for start in range(0, orderings, block):
+        draws = _Draws.shuffled(arrays, min(block, orderings - start), rng)
+        vote = _Vote(draws.rows, draws.groups, draws.samples + 1)
+        ones = np.ones(draws.rows)
+        correct = np.empty((depth, draws.rows), dtype=bool)
+        votes = np.empty((depth, draws.rows), dtype=np.int16)
+        for k in range(depth):
+            vote.add(draws, k, ones, draws.answered[k])
+            correct[k] = draws.group_correct(vote.leader)
+            votes[k] = vote.lead_weight
+        drawn: tuple[npt.NDArray[np.generic], ...] = (
+            correct,
+            votes,
+            draws.tokens[:depth],
+            draws.latency[:depth],
+            draws.confidence[:depth],
+        )
+        for name, values in zip(names, drawn, strict=True):
+            parts[name].append(values)
+    joined = {name: np.concatenate(parts[name], axis=1) for name in names}
+    return MajorityPaths(
+        items=data.items,
+        orderings=orderings,
+        item=np.tile(np.arange(data.items, dtype=np.intp), orderings),
+        correct=joined["correct"].astype(bool, copy=False),
+        votes=joined["votes"].astype(np.int16, copy=False),
+        tokens=joined["tokens"].astype(np.int32, copy=False),
+        latency=joined["latency"].astype(np.float32, copy=False),
+        confidence=joined["confidence"].astype(np.float32, copy=False),
+    )
 
 
 # --- strategy names -------------------------------------------------------------------------

@@ -5,7 +5,7 @@ Every strategy that only chooses among independent samples is replayed from the 
 (`ponder.bench.replay`) at N = 1, 2, 4, ... S; strategies that had to generate appear as the
 single points `ponder bench live` measured on the same items. Each point is an accuracy (with a
 95 % bootstrap interval over items) at a cost measured three ways: completion tokens, latency
-and dollars (`ponder.bench.prices`). The Pareto frontier on each axis answers "which strategy
+and dollars (`ponder.planning.pricing`). The Pareto frontier on each axis answers "which strategy
 for this budget"; pass@k is drawn as the oracle ceiling it is, never on the frontier.
 
 Only items whose S samples are all stored are used, so a report of a run still being sampled is
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -32,13 +32,17 @@ from pydantic import BaseModel, ConfigDict
 
 from ponder import __version__
 from ponder.bench.estimators import bootstrap_ci, expected_max, powers_of_two
-from ponder.bench.prices import DEFAULT_USD_PER_HOUR, Price, TokenPrice, price_for
 from ponder.bench.replay import NO_TRACES_NOTE, ReplayData, replay
 from ponder.bench.store import LiveResult, RunConfig, RunStore
 from ponder.engines.factory import LOCAL
 from ponder.errors import InvalidRequestError
+from ponder.planning.policy import AutoPolicy
+from ponder.planning.pricing import DEFAULT_USD_PER_HOUR, Price, TokenPrice, price_for
 from ponder.verifiers.confidence import group_confidences
 from ponder.verifiers.self_certainty import confidence_score, mean_logprob_score
+
+if TYPE_CHECKING:
+    from ponder.bench.planned import PlannedRun
 
 Axis = Literal["tokens", "latency", "cost"]
 AXES: tuple[Axis, ...] = ("tokens", "latency", "cost")
@@ -56,6 +60,12 @@ random orderings, fixed-N ones exact expectations, so at N = 1 (where every stra
 sample) they differ by ordering noise of ~0.1-0.3 %; without a tolerance the frontier would crown
 whichever strategy the noise favoured."""
 ORACLE = "pass@k"
+AUTO_POLICY = "auto (policy)"
+"""The auto planner's policy file, played on the run (`ponder.bench.planned`)."""
+AUTO = "auto"
+"""The auto planner refitted at the token cost of N samples, one row per N."""
+CASCADE = "cascade"
+PLANNED: tuple[str, ...] = (AUTO_POLICY, AUTO, CASCADE)
 SELF_CERTAINTY = "self-certainty"
 MEAN_LOGPROB: Final = "mean-logprob"
 MARKDOWN = "report.md"
@@ -110,6 +120,8 @@ class ReportRow(BaseModel):
     def name(self, with_run: bool = False) -> str:
         """How tables name the point: "majority N=8", "beam-search (live)"."""
         own = f"{self.strategy} N={self.n}" if self.kind == "replay" else f"{self.strategy} (live)"
+        if self.kind == "replay" and self.n is None:  # a planner's single point
+            own = self.strategy
         return f"{self.run} · {own}" if with_run else own
 
 
@@ -147,6 +159,17 @@ class BudgetTier(BaseModel):
     best: dict[Axis, BudgetPick | None]
 
 
+class TargetCheck(BaseModel):
+    """One of issue #4's targets (the auto planner, the cascade) checked on a run's rows."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run: str
+    target: str
+    met: bool
+    detail: str
+
+
 class Report(BaseModel):
     """Everything `summary.json` holds and `report.md` shows."""
 
@@ -170,6 +193,9 @@ class Report(BaseModel):
     rows: list[ReportRow]
     budgets: list[BudgetTier]
     notes: list[str]
+    planner: list[str] = []
+    """How the auto and cascade rows were made (the policy, cross-fitting), when there are any."""
+    targets: list[TargetCheck] = []
 
     @property
     def several_runs(self) -> bool:
@@ -351,6 +377,7 @@ def report_command(
     orderings: int,
     window: int,
     out: Path,
+    planner: PlannerOptions | None = None,
 ) -> str:
     """The `ponder bench report` command line that makes this report again."""
     parts = ["ponder", "bench", "report", *(str(run) for run in runs)]
@@ -359,7 +386,34 @@ def report_command(
     if prices is not None:
         parts += ["--prices", str(prices)]
     parts += ["--orderings", str(orderings), "--window", str(window), "--out", str(out)]
+    parts += (planner or PlannerOptions()).flags()
     return shlex.join(parts)
+
+
+@dataclass(frozen=True)
+class PlannerOptions:
+    """What the report adds of the planners (`ponder.bench.planned`): the auto policy's rows
+    (None: none; `policy_path` None with a policy: the shipped one), and the cascade from the
+    first run's model to the second's."""
+
+    policy: AutoPolicy | None = None
+    policy_path: Path | None = None
+    cascade: bool = False
+    cascade_target: float = 0.95
+    folds: int = 5
+
+    def flags(self) -> list[str]:
+        """The `ponder bench report` options that ask for this."""
+        flags = ["--no-auto"] if self.policy is None else []
+        if self.policy is not None and self.policy_path is not None:
+            flags += ["--policy", str(self.policy_path)]
+        if self.cascade:
+            flags += ["--cascade"]
+            if self.cascade_target != 0.95:
+                flags += ["--cascade-target", f"{self.cascade_target:g}"]
+        if self.folds != 5:
+            flags += ["--folds", str(self.folds)]
+        return flags
 
 
 def run_command(path: Path, config: RunConfig) -> str:
@@ -452,10 +506,12 @@ def build_report(
     window: int = DEFAULT_WINDOW,
     out: Path | None = None,
     now: datetime | None = None,
+    planner: PlannerOptions | None = None,
 ) -> Report:
     """Replay every run (read-only: a run still being sampled is safe to report) on the items
     complete in all of them, add their live results on those items, price and rank everything.
-    `out` only enters the reproducing command (default: beside the first run)."""
+    `out` only enters the reproducing command (default: beside the first run). `planner` adds
+    the auto policy's and the cascade's rows and checks their targets."""
     if not runs:
         raise ReportError("give at least one run file")
     if orderings < 1:
@@ -467,11 +523,19 @@ def build_report(
         if path in resolved[:index]:
             raise ReportError(f"{runs[index]} is given twice")
     out = default_out(runs[0]) if out is None else out
+    planner = planner or PlannerOptions()
+    if planner.cascade and len(runs) != 2:
+        raise ReportError(
+            f"a cascade needs exactly two runs, the small model's then the large one's; got "
+            f"{len(runs)}"
+        )
     opened: list[RunStore] = []
     try:
         for path in runs:
             opened.append(RunStore.open_readonly(path))
-        return _build(runs, opened, strategies, prices, prices_path, orderings, window, out, now)
+        return _build(
+            runs, opened, strategies, prices, prices_path, orderings, window, out, now, planner
+        )
     finally:
         for store in opened:
             store.close()
@@ -492,7 +556,10 @@ def _build(
     window: int,
     out: Path,
     now: datetime | None,
+    planner: PlannerOptions,
 ) -> Report:
+    from ponder.bench.planned import PlannedRun
+
     first = stores[0].config
     for path, store in zip(paths[1:], stores[1:], strict=True):
         if store.config.dataset != first.dataset:
@@ -517,11 +584,12 @@ def _build(
     rows: list[ReportRow] = []
     infos: list[RunInfo] = []
     reference: tuple[ReplayData, float | None, Price | None] | None = None
+    planned: list[PlannedRun] = []
     for run in runs:
         index_of = {item_id: i for i, item_id in enumerate(run.item_ids)}
         used = [index_of[item_id] for item_id in used_ids]
         loaded = _load(run.store, window, used)
-        price = price_for(run.config, prices)
+        price = price_for(run.config.model, local=run.config.engine == LOCAL, prices=prices)
         if reference is None:
             reference = (loaded.data, loaded.prompt_tokens, price)
         notes += loaded.notes
@@ -562,6 +630,17 @@ def _build(
                 )
             )
         rows += _live_rows(run, set(used), price, notes)
+        planned.append(
+            PlannedRun(
+                run.label,
+                str(run.path),
+                run.config,
+                used_ids,
+                loaded.data,
+                loaded.prompt_tokens,
+                price,
+            )
+        )
         stored, _ = run.store.tally()
         infos.append(
             RunInfo(
@@ -576,6 +655,7 @@ def _build(
         )
     if any(row.note == NO_TRACES_NOTE for row in rows):
         notes.append(f"deepconf-online: {NO_TRACES_NOTE}")
+    described, targets = _planner_rows(planned, planner, orderings, rows, notes)
     rows = _mark_pareto(rows)
     assert reference is not None
     return Report(
@@ -590,6 +670,7 @@ def _build(
             orderings=orderings,
             window=window,
             out=out,
+            planner=planner,
         ),
         reproduce=[run_command(run.path, run.config) for run in runs]
         + [live_command(run.path, live) for run in runs for live in run.store.live_results()],
@@ -604,7 +685,57 @@ def _build(
         rows=rows,
         budgets=_budgets(rows, *reference, several=len(runs) > 1),
         notes=notes,
+        planner=described,
+        targets=targets,
     )
+
+
+def _planner_rows(
+    runs: Sequence[PlannedRun],
+    planner: PlannerOptions,
+    orderings: int,
+    rows: list[ReportRow],
+    notes: list[str],
+) -> tuple[list[str], list[TargetCheck]]:
+    """Add the auto policy's and the cascade's rows to `rows`; return how they were made and
+    the targets checked."""
+    from ponder.bench.planned import auto_rows, cascade_rows, target_checks
+
+    described: list[str] = []
+    policy = planner.policy
+    if policy is not None:
+        where = planner.policy_path or "the shipped default policy"
+        described.append(
+            f"auto: {where} (probe {policy.probe} samples, bins by vote share"
+            + (f" and {policy.settings.feature}" if policy.settings.feature else "")
+            + f"; fitted for {policy.settings.objective.describe()} on "
+            f"{policy.fitted_on.describe()})"
+        )
+        for run in runs:
+            rows += auto_rows(
+                run, policy, orderings=orderings, seed=SEED, folds=planner.folds, notes=notes
+            )
+    small = large = None
+    if planner.cascade:
+        small, large = runs
+        if small.config.model == large.config.model:
+            raise ReportError("a cascade needs two different models; both runs are one model")
+        described.append(
+            f"cascade: {small.label} first; {large.label} when the probe is unsure "
+            f"(probe size, feature, threshold and {large.label}'s samples searched, "
+            f"cross-fitted over {planner.folds} folds of items)"
+        )
+        rows += cascade_rows(
+            small,
+            large,
+            target=planner.cascade_target,
+            orderings=orderings,
+            seed=SEED,
+            folds=planner.folds,
+        )
+    small_label = None if small is None else small.label
+    large_label = None if large is None else large.label
+    return described, target_checks(rows, small_label, large_label)
 
 
 def _labels(paths: Sequence[Path], stores: Sequence[RunStore]) -> list[str]:
@@ -753,13 +884,15 @@ def render_markdown(report: Report, plots: Collection[str] = tuple(PLOTS.values(
     lines += ["", "## Reproduce", "", "```sh", *report.reproduce, report.command, "```", ""]
     lines += _budget_section(report)
     lines += _pareto_section(report)
+    lines += _planner_section(report)
     lines += ["## Results", ""]
     lines += [
         "Accuracy with its 95 % bootstrap interval over items; tokens, latency, samples and "
         "cost are means per item.",
         "",
     ]
-    for strategy in dict.fromkeys(row.strategy for row in report.rows if row.kind == "replay"):
+    replayed = (row.strategy for row in report.rows if row.kind == "replay")
+    for strategy in dict.fromkeys(name for name in replayed if name not in PLANNED):
         lines += [f"### {strategy}", ""]
         chosen = [r for r in report.rows if r.kind == "replay" and r.strategy == strategy]
         lines += _table(chosen, several, by_n=True)
@@ -774,6 +907,35 @@ def render_markdown(report: Report, plots: Collection[str] = tuple(PLOTS.values(
     if report.notes:
         lines += ["## Notes", "", *(f"- {note}" for note in report.notes), ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _planner_section(report: Report) -> list[str]:
+    """The auto planner and the cascade: how they were made, the targets, their rows."""
+    planned = [row for row in report.rows if row.strategy in PLANNED]
+    if not planned and not report.planner:
+        return []
+    several = report.several_runs
+    lines = ["## Planner and cascade", ""]
+    lines += [f"- {line}" for line in report.planner]
+    lines += [""]
+    if report.targets:
+        lines += ["| target | run | met | numbers |", "|---|---|---|---|"]
+        lines += [
+            f"| {check.target} | {check.run} | {'**yes**' if check.met else 'no'} | "
+            f"{check.detail} |"
+            for check in report.targets
+        ]
+        lines += [""]
+    for strategy, title, by_n in (
+        (AUTO_POLICY, "auto (the policy)", False),
+        (AUTO, "auto at the token cost of N samples (compare majority N)", True),
+        (CASCADE, "cascade", False),
+    ):
+        chosen = [row for row in planned if row.strategy == strategy]
+        if chosen:
+            lines += [f"### {title}", ""]
+            lines += _table(chosen, several, by_n=by_n)
+    return lines
 
 
 def _header(report: Report) -> list[str]:

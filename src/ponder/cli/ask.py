@@ -4,9 +4,11 @@ n answers sampled in parallel, majority vote) and show what it cost."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from contextlib import AsyncExitStack, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
@@ -19,6 +21,8 @@ from ponder.cli.common import fail_cleanly, pull_progress
 from ponder.engines.factory import open_engine
 from ponder.engines.types import SampleDelta, SampleEvent, SampleFinished, SamplingParams
 from ponder.errors import InvalidRequestError
+from ponder.planning.ledger import LedgerEntry
+from ponder.planning.pricing import Price, engine_price, load_prices
 from ponder.strategies.registry import StrategyParams, get_strategy, run_strategy
 from ponder.strategies.result import Result
 from ponder.verifiers.base import Verifier
@@ -64,8 +68,34 @@ from ponder.verifiers.llm_judge import LLMJudgeVerifier
     default=None,
     help="A second model for llm-judge and verify-refine reviews (e.g. a larger one).",
 )
-@click.option("--max-samples", default=None, type=int, help="Budget: samples of every kind.")
-@click.option("--budget-tokens", default=None, type=int, help="Budget: generated tokens in all.")
+@click.option(
+    "--escalate-model",
+    default=None,
+    help="The larger model `-s cascade` escalates to (on --escalate-engine).",
+)
+@click.option(
+    "--escalate-engine",
+    default=None,
+    help="Where the escalation model runs: 'local' or base URL(s) (default: as --engine).",
+)
+@click.option(
+    "--budget",
+    "-b",
+    "budget_spec",
+    default=None,
+    metavar="SPEC",
+    help="Limits for the whole question, any of: samples=N,tokens=N,seconds=10|500ms|2m,"
+    "usd=0.01 (the strategy answers from what it has when one is reached).",
+)
+@click.option("--max-samples", default=None, type=int, help="Same as --budget samples=N.")
+@click.option("--budget-tokens", default=None, type=int, help="Same as --budget tokens=N.")
+@click.option(
+    "--prices",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="Price file (JSON or TOML, as for `bench report`); default: the embedded engine at "
+    "the default machine cost per hour, a remote one unpriced.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a report.")
 def ask(
     question: str,
@@ -81,8 +111,12 @@ def ask(
     seed: int | None,
     threads: int | None,
     judge_model: str | None,
+    escalate_model: str | None,
+    escalate_engine: str | None,
+    budget_spec: str | None,
     max_samples: int | None,
     budget_tokens: int | None,
+    prices: Path | None,
     as_json: bool,
 ) -> None:
     """Answer QUESTION with a test-time compute strategy (default: self-consistency, n reasoning
@@ -109,18 +143,29 @@ def ask(
         params = parse_key_values(raw_params)
         if n is not None:
             params.setdefault("n", n)
+        budget = Budget.from_mapping({"samples": max_samples, "tokens": budget_tokens})
+        if budget_spec is not None:
+            budget = budget.merged(Budget.parse(budget_spec))
         plan = Plan(
             strategy=chosen.name,
             params=chosen.parse_params(params),
             sampling=sampling,
-            budget=Budget(max_samples=max_samples, max_tokens=budget_tokens),
+            budget=budget,
             judge_model=judge_model,
+            prices=None if prices is None else load_prices(prices),
+            escalate=None
+            if escalate_model is None
+            else (escalate_engine or engine, escalate_model),
         )
-        result = asyncio.run(_run(question, model, engine, plan, threads, console, as_json))
+        result, price = asyncio.run(_run(question, model, engine, plan, threads, console, as_json))
+    entry = LedgerEntry.from_result(result)
     if as_json:
-        click.echo(result.model_dump_json())
+        out = result.model_dump(mode="json")
+        out["ledger"] = entry.model_dump(mode="json")
+        out["price"] = None if price is None else price.describe()
+        click.echo(json.dumps(out))
     else:
-        _report(result, Console())
+        _report(result, entry, price, plan.budget, Console())
 
 
 @dataclass(frozen=True)
@@ -130,6 +175,9 @@ class Plan:
     sampling: SamplingParams
     budget: Budget
     judge_model: str | None = None
+    prices: dict[str, Price] | None = None
+    escalate: tuple[str, str] | None = None
+    """(engine spec, model) of the cascade's larger model."""
 
 
 async def _run(
@@ -140,7 +188,7 @@ async def _run(
     threads: int | None,
     console: Console,
     quiet: bool,
-) -> Result:
+) -> tuple[Result, Price | None]:
     async with AsyncExitStack() as stack:
         with pull_progress(console, quiet) as progress:
             engine = open_engine(engine_spec, model, progress=progress, n_threads=threads)
@@ -152,9 +200,14 @@ async def _run(
                 )
                 await stack.enter_async_context(judge)
                 verifiers["llm-judge"] = LLMJudgeVerifier(engine=judge)
+            engines = {}
+            if plan.escalate is not None:
+                large = open_engine(*plan.escalate, progress=progress, n_threads=threads)
+                engines["large"] = await stack.enter_async_context(large)
+        price = engine_price(engine, plan.prices)
         live = None if quiet or not console.is_terminal else _SampleProgress(console, plan)
         with live or nullcontext():
-            return await run_strategy(
+            result = await run_strategy(
                 plan.strategy,
                 engine,
                 question,
@@ -163,7 +216,10 @@ async def _run(
                 sampling=plan.sampling,
                 on_event=live.update if live else None,
                 verifiers=verifiers,
+                price=price,
+                engines=engines,
             )
+        return result, price
 
 
 def parse_key_values(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -207,7 +263,9 @@ class _SampleProgress:
             self._progress.update(self._task, ended=self._ended)
 
 
-def _report(result: Result, console: Console) -> None:
+def _report(
+    result: Result, entry: LedgerEntry, price: Price | None, budget: Budget, console: Console
+) -> None:
     answer = result.answer if result.answer is not None else "(no answer found)"
     console.print(f"[bold]Answer:[/bold] {answer}   ({result.vote_share:.0%} of the vote)")
     table = Table("answer", "votes", "share", title=f"{result.strategy} on {result.model}")
@@ -218,12 +276,12 @@ def _report(result: Result, console: Console) -> None:
     if unanswered:
         table.add_row("[dim](no answer)[/dim]", str(unanswered), "")
     console.print(table)
-    usage = result.usage
+    console.print(f"ledger: {entry.describe()}", highlight=False, soft_wrap=True)
+    priced = f"priced at {price.describe()}" if price else "unpriced (give --prices FILE)"
     console.print(
-        f"{result.samples} samples, {usage.prompt_tokens} prompt + {usage.completion_tokens} "
-        f"completion tokens in {result.latency_s:.1f} s ({result.tokens_per_s:.1f} tokens/s)"
+        f"        {priced}; {result.tokens_per_s:.1f} tokens/s", highlight=False, soft_wrap=True
     )
     if result.stopped_by:
-        console.print(f"stopped by the budget's {result.stopped_by}")
+        console.print(f"stopped by the budget's {result.stopped_by} (budget: {budget.describe()})")
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}")

@@ -44,10 +44,10 @@ from ponder.bench.live import (
     make_live_config,
     pending_items,
 )
-from ponder.bench.prices import DEFAULT_USD_PER_HOUR, load_prices
 from ponder.bench.report import (
     DEFAULT_ORDERINGS,
     DEFAULT_WINDOW,
+    PlannerOptions,
     Report,
     build_report,
     default_out,
@@ -68,6 +68,8 @@ from ponder.cli.common import fail_cleanly, pull_progress
 from ponder.engines.factory import LOCAL, open_engine
 from ponder.errors import InvalidRequestError
 from ponder.models.store import ModelStore
+from ponder.planning.policy import load_auto_policy
+from ponder.planning.pricing import DEFAULT_USD_PER_HOUR, load_prices
 
 T = TypeVar("T")
 
@@ -702,6 +704,28 @@ def _live_report(run_file: Path, run: RunConfig, summary: LiveSummary) -> None:
     default=None,
     help="Report folder (default: <first RUN's stem>-report beside it).",
 )
+@click.option(
+    "--policy",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Auto planner policy to add as rows (`ponder plan fit`; default: the shipped one).",
+)
+@click.option("--no-auto", is_flag=True, help="Leave the auto planner's rows out.")
+@click.option(
+    "--cascade",
+    is_flag=True,
+    help="Add the cascade from the first RUN's (small) model to the second's (large).",
+)
+@click.option(
+    "--cascade-target",
+    type=float,
+    default=0.95,
+    show_default=True,
+    help="The cascade's target share of the large model's best accuracy.",
+)
+@click.option(
+    "--folds", type=int, default=5, show_default=True, help="Cross-fitting folds over items."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary JSON as well.")
 def report(
     runs: tuple[Path, ...],
@@ -710,6 +734,11 @@ def report(
     orderings: int,
     window: int,
     out: Path | None,
+    policy: Path | None,
+    no_auto: bool,
+    cascade: bool,
+    cascade_target: float,
+    folds: int,
     as_json: bool,
 ) -> None:
     """Replay every sample-based strategy on the run file(s) RUN at N = 1, 2, 4, ... samples,
@@ -718,6 +747,8 @@ def report(
 
     Reads RUN only, so a run still being sampled can be reported: only its complete items are
     used. Several runs (e.g. two models on one dataset) are compared on their common items.
+    The auto planner's policy is added (cross-fitted on items it was fitted on), and with
+    --cascade the small-to-large cascade, with the issue's targets checked.
     """
     with fail_cleanly():
         chosen = None
@@ -729,6 +760,15 @@ def report(
             if not run_file.is_file():
                 raise InvalidRequestError(f"No such run file: {run_file}")
         folder = default_out(runs[0]) if out is None else out
+        if no_auto and policy is not None:
+            raise InvalidRequestError("give --policy or --no-auto, not both")
+        planner = PlannerOptions(
+            policy=None if no_auto else load_auto_policy(policy),
+            policy_path=policy,
+            cascade=cascade,
+            cascade_target=cascade_target,
+            folds=folds,
+        )
         made = build_report(
             list(runs),
             strategies=chosen,
@@ -737,6 +777,7 @@ def report(
             orderings=orderings,
             window=window,
             out=folder,
+            planner=planner,
         )
         written = write_report(made, folder)
     if as_json:

@@ -184,11 +184,13 @@ class LlamaBatcher:
     def _admit_locked(self) -> list[Job]:
         """First come, first served: stop at the first job that does not fit yet (no starvation)."""
         admitted = []
+        slots = len(self._free_slots)  # jobs admitted here take their slots only in `_start`
         while self._pending:
             job = self._pending[0]
-            if job.params.n > len(self._free_slots) or self._reserved + job.cells > self.n_ctx:
+            if job.params.n > slots or self._reserved + job.cells > self.n_ctx:
                 break
             self._pending.popleft()
+            slots -= job.params.n
             self._reserved += job.cells
             admitted.append(job)
         return admitted

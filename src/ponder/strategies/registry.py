@@ -13,8 +13,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ponder.budget import Budget
 from ponder.engines.base import Engine
-from ponder.engines.types import SamplingParams
+from ponder.engines.types import Message, SamplingParams
 from ponder.errors import InvalidRequestError
+from ponder.planning.pricing import Price, engine_price
 from ponder.strategies.primitives import Question
 from ponder.strategies.result import Result
 from ponder.strategies.session import EventCallback, Session
@@ -79,8 +80,10 @@ def _describe(error: Any) -> str:
 def strategies() -> Mapping[str, Strategy[Any]]:
     """Every strategy, by name, in the order they are listed."""
     from ponder.strategies.adaptive_consistency import ADAPTIVE_CONSISTENCY
+    from ponder.strategies.auto import AUTO
     from ponder.strategies.beam_search import BEAM_SEARCH
     from ponder.strategies.best_of_n import BEST_OF_N, WEIGHTED_VOTE
+    from ponder.strategies.cascade import CASCADE
     from ponder.strategies.deepconf import DEEPCONF
     from ponder.strategies.self_consistency import SELF_CONSISTENCY
     from ponder.strategies.think_longer import THINK_LONGER
@@ -95,6 +98,8 @@ def strategies() -> Mapping[str, Strategy[Any]]:
         THINK_LONGER,
         VERIFY_REFINE,
         BEAM_SEARCH,
+        AUTO,
+        CASCADE,
     )
     return MappingProxyType({s.name: s for s in listed})
 
@@ -117,9 +122,16 @@ async def run_strategy(
     sampling: SamplingParams | None = None,
     on_event: EventCallback | None = None,
     verifiers: Mapping[str, Verifier] | None = None,
+    price: Price | None = None,
+    engines: Mapping[str, Engine] | None = None,
 ) -> Result:
     """Run strategy `name` on one question: the library's one entry point. `verifiers` configures
-    verifiers by name (e.g. `{"math": MathVerifier("42")}`); others get their default set-up."""
+    verifiers by name (e.g. `{"math": MathVerifier("42")}`); others get their default set-up.
+    `price` is the model's (default: the machine cost for the embedded engine, none for a remote
+    one; see `ponder.planning.pricing`): it sets the result's `cost_usd` and is needed for a
+    `max_usd` budget. A budget that cannot be met is refused before anything is spent.
+    `engines` are further engines by role, e.g. `{"large": engine}` for the cascade's
+    escalation model."""
     strategy = get_strategy(name)
     parsed = strategy.parse_params(params)
     session = Session(
@@ -129,5 +141,16 @@ async def run_strategy(
         sampling=sampling,
         on_event=on_event,
         verifiers=verifiers,
+        price=price if price is not None else engine_price(engine),
+        engines=engines,
     )
+    session.check_reachable(_least_prompt(question))
     return await strategy.run(session, question, parsed)
+
+
+def _least_prompt(question: Question) -> tuple[Message, ...]:
+    """The smallest prompt any strategy sends for `question` (the question alone, before any
+    system prompt), so a budget refused as unreachable could not have been met."""
+    if isinstance(question, str):
+        return (Message(role="user", content=question),)
+    return tuple(question)

@@ -67,6 +67,9 @@ class Result(BaseModel):
     latency_s: float
     samples: int = Field(description="engine samples drawn, judge and refinement calls included")
     stopped_by: Limit | None = Field(default=None, description="the budget limit that ended it")
+    cost_usd: float | None = Field(
+        default=None, description="dollars at the model's price (None: no price known)"
+    )
     warnings: list[str] = Field(default_factory=list)
     trace: list[TraceStep] = Field(default_factory=list)
 

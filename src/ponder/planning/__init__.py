@@ -1,0 +1,2 @@
+"""Planning what a question may spend and accounting for what it spent: prices, budgets in
+dollars, the ledger (and, later, policies and cascades)."""

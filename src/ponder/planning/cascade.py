@@ -1,0 +1,370 @@
+"""Fitting the small-to-large cascade (in the spirit of FrugalGPT and RouteLLM): the small model
+answers first with a probe of k samples; when the probe is not confident enough (its vote share,
+or its DeepConf confidence, below a threshold) the question goes to the large model, whose
+majority of m samples answers instead. Both models' costs count on an escalated question.
+
+The fit searches k, m, the feature and the threshold over two runs that share items (replayed
+along random orderings of each model's samples, independently) for the cheapest cascade whose
+accuracy reaches `target` x the large model's self-consistency accuracy at its best N, on the
+same rows. Costs are dollars at each run's price (per token, or per measured second on a
+machine of your own, where the larger model's slower samples cost more), or tokens when a run is
+unpriced. `cross_fit` judges the fitting procedure honestly, fold by fold over items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from ponder.bench.estimators import powers_of_two
+from ponder.bench.replay import ReplayData, majority_paths
+from ponder.planning.outcomes import (
+    DEFAULT_FOLDS,
+    DEFAULT_ORDERINGS,
+    Outcome,
+    PlanError,
+    PlanRun,
+    folds_of,
+    linear_cost,
+    mean_confidence,
+)
+from ponder.planning.policy import (
+    CascadeExpected,
+    CascadeFeature,
+    CascadePolicy,
+    Provenance,
+)
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.intp]
+FEATURES: tuple[CascadeFeature, ...] = ("share", "confidence")
+DEFAULT_TARGET = 0.95
+
+
+@dataclass(frozen=True, eq=False)
+class _Side:
+    """One model's self-consistency per row after n = 1, 2, 4, ... S samples: whether its
+    majority is right, and tokens, latency (parallel: the slowest) and cost of the n."""
+
+    sizes: tuple[int, ...]
+    correct: dict[int, BoolArray]
+    tokens: dict[int, FloatArray]
+    latency: dict[int, FloatArray]
+    cost: dict[int, FloatArray]
+    share: dict[int, FloatArray]
+    confidence: dict[int, FloatArray]
+
+
+@dataclass(frozen=True, eq=False)
+class CascadeTable:
+    """Rows (ordering, shared item) of a small and a large run, replayed independently."""
+
+    items: int
+    item: IntArray
+    small: _Side
+    large: _Side
+    cost_unit: Literal["usd", "tokens"]
+
+    @property
+    def rows(self) -> int:
+        return int(self.item.size)
+
+    def best_large(self, rows: BoolArray) -> tuple[int, float, float]:
+        """The large model's self-consistency at its best N on `rows`: (N, accuracy, cost); the
+        smallest N of equally accurate ones."""
+        scored = [
+            (float(self.large.correct[n][rows].mean()), -n, float(self.large.cost[n][rows].mean()))
+            for n in self.large.sizes
+        ]
+        accuracy, minus_n, cost = max(scored)
+        return -minus_n, accuracy, cost
+
+
+def _side(run: PlanRun, orderings: int, seed: int, priced: bool) -> _Side:
+    paths = majority_paths(run.data, orderings=orderings, seed=seed)
+    spent = np.cumsum(paths.tokens, axis=0, dtype=np.float64)
+    sizes = tuple(powers_of_two(paths.depth))
+    correct, tokens, latency, cost, share, confidence = {}, {}, {}, {}, {}, {}
+    for n in sizes:
+        correct[n] = paths.correct[n - 1]
+        tokens[n] = spent[n - 1]
+        latency[n] = paths.latency[:n].max(axis=0).astype(np.float64)
+        priced_cost = linear_cost(run.price, run.prompt_tokens, n, tokens[n], latency[n])
+        cost[n] = priced_cost if priced and priced_cost is not None else tokens[n]
+        share[n] = paths.votes[n - 1] / n
+        confidence[n] = mean_confidence(paths.confidence[:n])
+    return _Side(sizes, correct, tokens, latency, cost, share, confidence)
+
+
+def cascade_table(
+    small: PlanRun, large: PlanRun, *, orderings: int = DEFAULT_ORDERINGS, seed: int = 0
+) -> CascadeTable:
+    """The two runs replayed on their shared items (each run's data must hold the same items in
+    the same order: see `shared_items`). Costs are in dollars when both runs are priced, else in
+    tokens."""
+    if small.data.items != large.data.items:
+        raise PlanError(
+            f"the runs must hold the same items in the same order: {small.data.items} and "
+            f"{large.data.items} items"
+        )
+    priced = small.price is not None and large.price is not None
+    return CascadeTable(
+        items=small.data.items,
+        item=np.tile(np.arange(small.data.items, dtype=np.intp), orderings),
+        small=_side(small, orderings, seed, priced),
+        large=_side(large, orderings, seed + 1, priced),
+        cost_unit="usd" if priced else "tokens",
+    )
+
+
+def shared_items(small_ids: Sequence[str], large_ids: Sequence[str]) -> tuple[list[int], list[int]]:
+    """Row indices, into each run's items, of the items both have (in the small run's order)."""
+    position = {item: k for k, item in enumerate(large_ids)}
+    pairs = [(k, position[item]) for k, item in enumerate(small_ids) if item in position]
+    if not pairs:
+        raise PlanError(
+            "the small and the large run share no complete item; sample both on the same "
+            "dataset (e.g. the same --dataset and --limit)"
+        )
+    return [a for a, _ in pairs], [b for _, b in pairs]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One cascade: probe k, feature, threshold, large samples m, and its numbers on the rows
+    it was chosen on."""
+
+    probe: int
+    feature: CascadeFeature
+    threshold: float
+    samples: int
+    accuracy: float
+    cost: float
+    escalated: float
+
+
+def search(table: CascadeTable, rows: BoolArray, target: float) -> tuple[Choice, bool]:
+    """The cheapest cascade on `rows` reaching `target` x the large model's best accuracy (of
+    equally cheap ones the most accurate); the most accurate one if none reaches it. Returns it
+    and whether the target was reached."""
+    best_accuracy = table.best_large(rows)[1]
+    goal = target * best_accuracy - 1e-12
+    reaching: Choice | None = None
+    fallback: Choice | None = None
+    count = int(rows.sum())
+    for k in table.small.sizes:
+        small_ok = table.small.correct[k][rows].astype(np.float64)
+        small_cost = table.small.cost[k][rows]
+        for feature in FEATURES:
+            values = (table.small.share if feature == "share" else table.small.confidence)[k][rows]
+            values = np.where(np.isnan(values), -np.inf, values)  # no confidence: escalate
+            order = np.argsort(values, kind="stable")
+            ordered = values[order]
+            cuts, thresholds = _cuts(ordered)
+            kept_ok = small_ok[order].sum() - np.concatenate(([0.0], np.cumsum(small_ok[order])))
+            for m in table.large.sizes:
+                large_ok = table.large.correct[m][rows][order].astype(np.float64)
+                large_cost = table.large.cost[m][rows][order]
+                gained = np.concatenate(([0.0], np.cumsum(large_ok)))
+                paid = np.concatenate(([0.0], np.cumsum(large_cost)))
+                accuracy = (gained[cuts] + kept_ok[cuts]) / count
+                cost = (small_cost.sum() + paid[cuts]) / count
+                options = [
+                    _option(k, feature, m, cuts, thresholds, accuracy, cost, count, j)
+                    for j in _best_two(accuracy, cost, goal)
+                ]
+                for option in options:
+                    if option.accuracy >= goal and (reaching is None or _cheaper(option, reaching)):
+                        reaching = option
+                    if fallback is None or _more_accurate(option, fallback):
+                        fallback = option
+    if reaching is not None:
+        return reaching, True
+    assert fallback is not None
+    return fallback, False
+
+
+def _best_two(accuracy: FloatArray, cost: FloatArray, goal: float) -> list[int]:
+    """Of one (k, feature, m)'s thresholds: the cheapest reaching `goal` (of equally cheap the
+    most accurate) and the most accurate (of equally accurate the cheapest)."""
+    picks = [int(np.lexsort((cost, -accuracy))[0])]
+    reaching = np.flatnonzero(accuracy >= goal)
+    if reaching.size:
+        picks.append(int(reaching[np.lexsort((-accuracy[reaching], cost[reaching]))[0]]))
+    return picks
+
+
+def _option(
+    k: int,
+    feature: CascadeFeature,
+    m: int,
+    cuts: IntArray,
+    thresholds: list[float],
+    accuracy: FloatArray,
+    cost: FloatArray,
+    count: int,
+    j: int,
+) -> Choice:
+    return Choice(
+        probe=k,
+        feature=feature,
+        threshold=thresholds[j],
+        samples=m,
+        accuracy=float(accuracy[j]),
+        cost=float(cost[j]),
+        escalated=float(cuts[j] / count),
+    )
+
+
+def _cuts(ordered: FloatArray) -> tuple[IntArray, list[float]]:
+    """The escalation counts a threshold can make on ascending feature values (the rows below
+    it escalate, and -inf, no confidence, always does) and a finite threshold for each."""
+    count = ordered.size
+    positions = np.arange(count)
+    boundary = np.ones(count, dtype=bool)
+    boundary[1:] = ordered[1:] != ordered[:-1]
+    boundary &= ordered > -np.inf
+    cuts = np.concatenate((positions[boundary], [count])).astype(np.intp)
+    thresholds = [float(v) for v in ordered[boundary]]
+    if count and ordered[-1] > -np.inf:
+        thresholds.append(float(np.nextafter(ordered[-1], np.inf)))
+    else:
+        thresholds.append(0.0)
+    return cuts, thresholds
+
+
+def _cheaper(option: Choice, than: Choice) -> bool:
+    return option.cost < than.cost or (option.cost == than.cost and option.accuracy > than.accuracy)
+
+
+def _more_accurate(option: Choice, than: Choice) -> bool:
+    return option.accuracy > than.accuracy or (
+        option.accuracy == than.accuracy and option.cost < than.cost
+    )
+
+
+def fit_cascade(
+    small: PlanRun,
+    large: PlanRun,
+    *,
+    target: float = DEFAULT_TARGET,
+    orderings: int = DEFAULT_ORDERINGS,
+    seed: int = 0,
+    window: int = 16,
+    command: str = "",
+) -> CascadePolicy:
+    """The cheapest cascade from `small` to `large` (runs already reduced to their shared
+    items, in one order) that reaches `target` of the large model's best accuracy. `window` is
+    the DeepConf group window the runs' confidences were summarised with."""
+    _check_target(target)
+    table = cascade_table(small, large, orderings=orderings, seed=seed)
+    rows = np.ones(table.rows, dtype=bool)
+    choice, reached = search(table, rows, target)
+    best_n, best_accuracy, best_cost = table.best_large(rows)
+    outcome = play(table, choice, rows)
+    return CascadePolicy(
+        small_model=small.source.model,
+        large_model=large.source.model,
+        probe=choice.probe,
+        feature=choice.feature,
+        threshold=choice.threshold,
+        samples=choice.samples,
+        top_logprobs=small.source.top_logprobs,
+        window=window,
+        target=target,
+        cost_unit=table.cost_unit,
+        expected=CascadeExpected(
+            accuracy=choice.accuracy,
+            cost=choice.cost,
+            tokens=float(outcome.tokens.mean()),
+            escalated=choice.escalated,
+            large_best_n=best_n,
+            large_best_accuracy=best_accuracy,
+            large_best_cost=best_cost,
+            reached=reached,
+        ),
+        fitted_on=Provenance.now([small.source, large.source], command, orderings, seed),
+    )
+
+
+def _check_target(target: float) -> None:
+    if not 0.0 < target <= 1.5:
+        raise PlanError(f"the target is a fraction of the large model's accuracy, got {target}")
+
+
+def play(table: CascadeTable, choice: Choice | CascadePolicy, rows: BoolArray) -> Outcome:
+    """What a cascade answers and spends on `rows` of `table`."""
+    k, m = choice.probe, choice.samples
+    if k not in table.small.sizes or m not in table.large.sizes:
+        raise PlanError(
+            f"the cascade takes {k} small and {m} large samples; the runs replay "
+            f"{list(table.small.sizes)} and {list(table.large.sizes)}"
+        )
+    source = table.small.share if choice.feature == "share" else table.small.confidence
+    values = source[k][rows]
+    escalate = np.isnan(values) | (values < choice.threshold)
+    small, large = table.small, table.large
+    cost = small.cost[k][rows] + np.where(escalate, large.cost[m][rows], 0.0)
+    return Outcome(
+        item=table.item[rows],
+        items=table.items,
+        correct=np.where(escalate, large.correct[m][rows], small.correct[k][rows]),
+        tokens=small.tokens[k][rows] + np.where(escalate, large.tokens[m][rows], 0.0),
+        latency=small.latency[k][rows] + np.where(escalate, large.latency[m][rows], 0.0),
+        samples=k + np.where(escalate, float(m), 0.0),
+        cost=cost,
+    )
+
+
+def cross_fit(
+    table: CascadeTable,
+    *,
+    target: float = DEFAULT_TARGET,
+    folds: int = DEFAULT_FOLDS,
+    seed: int = 0,
+) -> tuple[Outcome, float]:
+    """Each fold of items played by the cascade searched on the other folds. Returns the
+    outcome and the share of rows escalated."""
+    _check_target(target)
+    fold = folds_of(table.items, folds, seed)[table.item]
+    correct = np.zeros(table.rows, dtype=bool)
+    tokens, latency = np.zeros(table.rows), np.zeros(table.rows)
+    samples, cost = np.zeros(table.rows), np.zeros(table.rows)
+    escalated = 0.0
+    for k in np.unique(fold):
+        held_out = fold == k
+        choice, _ = search(table, ~held_out, target)
+        outcome = play(table, choice, held_out)
+        correct[held_out], tokens[held_out] = outcome.correct, outcome.tokens
+        latency[held_out], samples[held_out] = outcome.latency, outcome.samples
+        assert outcome.cost is not None
+        cost[held_out] = outcome.cost
+        escalated += float((outcome.samples > choice.probe).sum())
+    outcome = Outcome(table.item, table.items, correct, tokens, latency, samples, cost)
+    return outcome, escalated / table.rows
+
+
+def reduce_to(run: PlanRun, rows: Sequence[int]) -> PlanRun:
+    """`run` with only the items at `rows` (e.g. the items it shares with another run)."""
+    data = run.data
+    index = np.asarray(rows, dtype=np.intp)
+    traces = data.group_confidence
+    reduced = ReplayData(
+        groups=np.asarray(data.groups)[index],
+        correct=np.asarray(data.correct)[index],
+        tokens=np.asarray(data.tokens)[index],
+        latency=np.asarray(data.latency)[index],
+        confidence=np.asarray(data.confidence)[index],
+        group_confidence=None if traces is None else [traces[i] for i in index],
+        scores={name: np.asarray(values)[index] for name, values in data.scores.items()},
+        group_correct=np.asarray(data.group_correct)[index],
+    )
+    items = [run.source.items[i] for i in index] if run.source.items else []
+    return PlanRun(
+        reduced, run.source.model_copy(update={"items": items}), run.prompt_tokens, run.price
+    )

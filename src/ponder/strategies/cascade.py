@@ -1,0 +1,134 @@
+"""`cascade`: try the small model first and escalate to a larger one (embedded or remote) only
+when the small model is not sure (FrugalGPT, Chen et al. 2023; RouteLLM, Ong et al. 2024). The
+small model (the session's engine) draws a probe of k samples; when their vote share, or their
+mean DeepConf confidence, reaches the threshold, their majority answers; otherwise the large
+model (`engines={"large": ...}`) draws m samples and their majority answers. Thresholds, k and m
+come from `ponder plan fit-cascade` (a policy file) or are given directly.
+
+Both models' samples go through the session, so usage and the budget count them all once.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import Field, model_validator
+
+from ponder.budget import BudgetExhausted
+from ponder.planning.policy import CascadePolicy, load_cascade_policy
+from ponder.strategies.primitives import Question, as_messages, group_answers, weighted_vote
+from ponder.strategies.probe import confidence_sampling, read_probe
+from ponder.strategies.registry import Strategy, StrategyParams
+from ponder.strategies.result import Candidate, Result
+from ponder.strategies.session import Session
+
+LARGE = "large"
+"""The role name of the escalation engine in `Session.engines`."""
+RULE_FIELDS = ("probe", "feature", "threshold", "samples")
+
+
+class CascadeParams(StrategyParams):
+    policy: str | None = Field(
+        default=None,
+        description="a cascade policy file from `ponder plan fit-cascade` (sets probe, feature, "
+        "threshold and samples)",
+    )
+    probe: int = Field(default=4, ge=1, le=256, description="samples from the small model first")
+    feature: Literal["share", "confidence"] = Field(
+        default="share",
+        description="what must reach the threshold: the probe's vote share, or its mean DeepConf "
+        "lowest-group confidence",
+    )
+    threshold: float = Field(
+        default=0.75,
+        ge=0.0,
+        allow_inf_nan=False,
+        description="answer from the probe when the feature is at least this, else escalate",
+    )
+    samples: int = Field(
+        default=8, ge=1, le=256, description="samples from the large model when escalating"
+    )
+    window: int = Field(default=16, ge=1, le=8192, description="DeepConf group window, tokens")
+    top_logprobs: int = Field(
+        default=20, ge=1, le=20, description="alternatives per token for the confidence"
+    )
+
+    @model_validator(mode="after")
+    def _policy_or_rule(self) -> Self:
+        given = sorted(self.model_fields_set & set(RULE_FIELDS))
+        if self.policy is not None and given:
+            raise ValueError(f"give a policy file or {', '.join(given)}, not both")
+        return self
+
+
+def _rule(session: Session, p: CascadeParams, large_model: str) -> CascadeParams:
+    """The parameters to follow: a policy file's (warning when it was fitted on other models)
+    or the ones given."""
+    if p.policy is None:
+        return p
+    policy: CascadePolicy = load_cascade_policy(Path(p.policy))
+    for role, fitted, used in (
+        ("small", policy.small_model, session.engine.model),
+        ("large", policy.large_model, large_model),
+    ):
+        if fitted != used:
+            session.warnings.append(
+                f"the cascade policy was fitted with {fitted!r} as the {role} model; "
+                f"{used!r} is used"
+            )
+    return p.model_copy(
+        update={
+            "probe": policy.probe,
+            "feature": policy.feature,
+            "threshold": policy.threshold,
+            "samples": policy.samples,
+            "window": policy.window,
+            "top_logprobs": max(1, policy.top_logprobs),
+        }
+    )
+
+
+async def cascade(session: Session, question: Question, p: CascadeParams) -> Result:
+    large = session.named_engine(LARGE, "the larger model a cascade escalates to")
+    rule = _rule(session, p, large.model)
+    messages = as_messages(question)
+    overrides = confidence_sampling(session, rule.top_logprobs, rule.feature == "confidence")
+    try:
+        probe = await session.sample(messages, rule.probe, step="probe", **overrides)
+    except BudgetExhausted:
+        probe = []
+    reading = read_probe(probe, rule.window)
+    value = reading.share if rule.feature == "share" else reading.confidence
+    escalate = math.isnan(value) or value < rule.threshold
+    session.record(
+        "route",
+        **reading.describe(),
+        feature=rule.feature,
+        threshold=rule.threshold,
+        escalate=escalate,
+    )
+    answer, votes, voters = reading.answer, reading.table, probe
+    escalated: list[Candidate] = []
+    if escalate and not session.exhausted:
+        try:
+            escalated = await session.sample(messages, rule.samples, step="escalate", engine=large)
+        except BudgetExhausted:
+            escalated = []
+        if escalated:
+            voters = escalated
+            answer, votes = weighted_vote(group_answers([c.answer for c in escalated]))
+    session.record("vote", votes=votes, answered_by=(large if escalated else session.engine).model)
+    share = votes.get(answer, 0.0) / len(voters) if answer is not None and voters else 0.0
+    result = session.result(answer, probe + escalated, votes, share=share)
+    return result.model_copy(update={"model": large.model}) if escalated else result
+
+
+CASCADE = Strategy(
+    name="cascade",
+    summary="Ask the small model first; escalate to a larger one (engines['large']) only when "
+    "the small model's probe is not confident enough (FrugalGPT, RouteLLM).",
+    params=CascadeParams,
+    run=cascade,
+)

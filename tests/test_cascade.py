@@ -1,0 +1,333 @@
+"""The small-to-large cascade: the search on synthetic runs with a known optimum, cross-fitting,
+the CLI and the report, and the live strategy's decisions on scripted engines and SmolLM2."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from ponder.bench.report import CASCADE, PlannerOptions, build_report, render_markdown
+from ponder.budget import Budget
+from ponder.cli import main
+from ponder.engines.embedded import EmbeddedEngine
+from ponder.engines.types import SamplingParams
+from ponder.errors import InvalidRequestError
+from ponder.planning.cascade import (
+    cascade_table,
+    cross_fit,
+    fit_cascade,
+    play,
+    reduce_to,
+    search,
+    shared_items,
+)
+from ponder.planning.outcomes import PlanError, PlanRun
+from ponder.planning.policy import load_cascade_policy, save_policy
+from ponder.planning.pricing import TokenPrice
+from ponder.strategies.registry import run_strategy
+from tests.conftest import TEST_HOME
+from tests.plan_runs import Kind, plan_run, replay_data, write_store
+from tests.scripted_engine import ScriptedEngine
+
+PER_TOKEN = TokenPrice(input_usd_per_mtok=0.0, output_usd_per_mtok=1.0)
+SMALL_EASY = Kind([0, 0, 0, 0], 50, 9.0)
+"""The small model always right and unanimous."""
+SMALL_HARD = Kind([1, 2, 3, 4], 50, 9.0)
+"""The small model always wrong, every answer different."""
+LARGE = Kind([0, 0, 0, 0], 1000, 9.0)
+"""The large model always right, at 20x the tokens."""
+
+
+def pair(easy: int = 10, hard: int = 10) -> tuple[PlanRun, PlanRun]:
+    small = plan_run(
+        replay_data([SMALL_EASY] * easy + [SMALL_HARD] * hard, confidence=False), price=PER_TOKEN
+    )
+    large = plan_run(replay_data([LARGE] * (easy + hard)), model="big", price=PER_TOKEN)
+    return small, large
+
+
+def test_the_search_finds_the_cheapest_cascade_that_reaches_the_target() -> None:
+    # Two small samples tell easy (unanimous) from hard (split) questions; one large sample is
+    # always right. Only the hard half should go to the large model.
+    small, large = pair()
+    policy = fit_cascade(small, large, target=0.95, orderings=20)
+    assert (policy.probe, policy.feature, policy.samples) == (2, "share", 1)
+    assert 0.5 < policy.threshold <= 1.0 and policy.cost_unit == "usd"
+    expected = policy.expected
+    assert expected.accuracy == 1.0 and expected.escalated == pytest.approx(0.5)
+    assert expected.cost == pytest.approx((100 + 0.5 * 1000) / 1e6)
+    assert expected.large_best_n == 1 and expected.large_best_cost == pytest.approx(1000 / 1e6)
+    assert expected.reached
+    assert policy.small_model == "tiny" and policy.large_model == "big"
+
+
+def test_an_unreachable_target_takes_the_most_accurate_cascade() -> None:
+    small, large = pair()
+    policy = fit_cascade(small, large, target=1.5, orderings=5)
+    assert not policy.expected.reached and policy.expected.accuracy == 1.0
+
+
+def test_playing_a_cascade_counts_both_models() -> None:
+    small, large = pair(easy=1, hard=1)
+    table = cascade_table(small, large, orderings=4)
+    rows = np.ones(table.rows, dtype=bool)
+    choice, reached = search(table, rows, 0.95)
+    outcome = play(table, choice, rows)
+    hard = table.item == 1
+    assert reached and outcome.correct.all()
+    assert np.all(outcome.tokens[hard] == 100 + 1000) and np.all(outcome.tokens[~hard] == 100)
+    assert np.all(outcome.samples[hard] == 3) and np.all(outcome.samples[~hard] == 2)
+    assert outcome.cost is not None and np.allclose(outcome.cost, outcome.tokens / 1e6)
+
+
+def test_cross_fitting_the_cascade() -> None:
+    small, large = pair()
+    table = cascade_table(small, large, orderings=10)
+    outcome, escalated = cross_fit(table, target=0.95, folds=5)
+    assert outcome.per_item().min() == 1.0 and escalated == pytest.approx(0.5)
+    with pytest.raises(PlanError, match="fraction of the large model"):
+        cross_fit(table, target=0.0)
+
+
+def test_without_prices_costs_are_tokens() -> None:
+    small, large = pair()
+    unpriced = plan_run(large.data, model="big")
+    policy = fit_cascade(small, unpriced, orderings=5)
+    assert policy.cost_unit == "tokens" and policy.expected.cost == pytest.approx(600.0)
+
+
+def test_runs_must_share_items() -> None:
+    assert shared_items(["a", "b", "c"], ["c", "a"]) == ([0, 2], [1, 0])
+    with pytest.raises(PlanError, match="share no complete item"):
+        shared_items(["a"], ["b"])
+    small, large = pair(easy=2, hard=2)
+    assert reduce_to(small, [3, 0]).data.items == 2
+    assert reduce_to(small, [3, 0]).source.items == ["q3", "q0"]
+    with pytest.raises(PlanError, match="same items in the same order"):
+        cascade_table(small, reduce_to(large, [0]))
+
+
+# --- CLI and report ------------------------------------------------------------------------------
+
+
+def stores(tmp_path: Path, fingerprint: str = "fp") -> tuple[Path, Path]:
+    small = write_store(tmp_path / "small.db", [SMALL_EASY] * 6 + [SMALL_HARD] * 6, samples=4)
+    large = write_store(
+        tmp_path / "large.db",
+        [LARGE] * 12,
+        samples=4,
+        model="big",
+        latency=8.0,
+        fingerprint=fingerprint,
+    )
+    return small, large
+
+
+def test_cli_fit_cascade_and_show(tmp_path: Path) -> None:
+    small, large = stores(tmp_path)
+    out = tmp_path / "cascade.json"
+    result = CliRunner().invoke(
+        main,
+        ["plan", "fit-cascade", str(small), str(large), "--out", str(out), "--orderings", "10"],
+    )
+    assert result.exit_code == 0, result.output
+    policy = load_cascade_policy(out)
+    # Priced by measured seconds (local models): the large model's 8 s samples cost the most.
+    assert policy.cost_unit == "usd" and policy.expected.reached
+    assert policy.probe >= 2 and policy.expected.escalated == pytest.approx(0.5)
+    assert policy.fitted_on.command.startswith("ponder plan fit-cascade")
+    shown = CliRunner().invoke(main, ["plan", "show", str(out)])
+    assert shown.exit_code == 0 and "cascade policy" in shown.output and "escalated" in shown.output
+    wrong = CliRunner().invoke(main, ["bench", "report", str(small), "--policy", str(out)])
+    assert wrong.exit_code == 1 and "is a cascade policy" in wrong.output
+
+
+def test_cli_fit_cascade_bad_inputs(tmp_path: Path) -> None:
+    small, large = stores(tmp_path, fingerprint="other")
+    result = CliRunner().invoke(
+        main, ["plan", "fit-cascade", str(small), str(large), "--out", str(tmp_path / "c.json")]
+    )
+    assert result.exit_code == 1 and "over different items" in result.output
+    disjoint = write_store(
+        tmp_path / "disjoint.db", [LARGE] * 2, samples=4, model="big", ids=["x", "y"]
+    )
+    result = CliRunner().invoke(
+        main, ["plan", "fit-cascade", str(small), str(disjoint), "--out", str(tmp_path / "c.json")]
+    )
+    assert result.exit_code == 1 and "share no complete item" in result.output
+
+
+def test_the_report_adds_the_cascade_and_checks_its_target(tmp_path: Path) -> None:
+    small, large = stores(tmp_path)
+    report = build_report(
+        [small, large],
+        strategies=["majority"],
+        orderings=10,
+        planner=PlannerOptions(cascade=True),
+    )
+    (row,) = [r for r in report.rows if r.strategy == CASCADE]
+    assert row.run == "big" and row.accuracy == 1.0 and row.cost_usd is not None
+    assert row.note is not None and "50% escalated" in row.note
+    (check,) = [c for c in report.targets if "cascade" in c.target]
+    assert check.run == "big" and "of the accuracy" in check.detail
+    assert "--cascade" in report.command and "--no-auto" in report.command
+    assert "### cascade" in render_markdown(report)
+    cli = CliRunner().invoke(
+        main,
+        ["bench", "report", str(small), str(large), "--cascade", "--no-auto", "--json"],
+    )
+    assert cli.exit_code == 0, cli.output
+    assert any(r["strategy"] == CASCADE for r in json.loads(cli.output)["rows"])
+    one = CliRunner().invoke(main, ["bench", "report", str(small), "--cascade"])
+    assert one.exit_code == 1 and "needs exactly two runs" in one.output
+    twin = write_store(tmp_path / "twin.db", [SMALL_EASY] * 12, samples=4)
+    same = CliRunner().invoke(main, ["bench", "report", str(small), str(twin), "--cascade"])
+    assert same.exit_code == 1 and "two different models" in same.output
+
+
+# --- the live strategy ---------------------------------------------------------------------------
+
+
+def boxed(answer: str) -> str:
+    return f"so \\boxed{{{answer}}}"
+
+
+def engines(
+    small_texts: list[str], large_texts: list[str]
+) -> tuple[ScriptedEngine, ScriptedEngine]:
+    small, large = ScriptedEngine(small_texts), ScriptedEngine(large_texts)
+    large.model = "big"
+    return small, large
+
+
+def route(result_trace: list[dict[str, object]]) -> dict[str, object]:
+    (found,) = result_trace
+    return found
+
+
+async def test_a_confident_small_model_answers_alone() -> None:
+    small, large = engines([boxed("7")], [boxed("8")])
+    result = await run_strategy(
+        "cascade", small, "Q?", {"probe": 3, "samples": 2}, engines={"large": large}
+    )
+    assert result.answer == "7" and result.model == "scripted" and result.samples == 3
+    assert not large.requests
+    decision = route([s.detail for s in result.trace if s.step == "route"])
+    assert decision["escalate"] is False and decision["share"] == 1.0
+
+
+async def test_an_unsure_small_model_escalates_and_both_are_counted() -> None:
+    small, large = engines([boxed("1"), boxed("2")], [boxed("8"), boxed("8"), boxed("9")])
+    result = await run_strategy(
+        "cascade", small, "Q?", {"probe": 2, "samples": 3}, engines={"large": large}
+    )
+    assert [r.params.n for r in small.requests] == [2] and [r.params.n for r in large.requests] == [
+        3
+    ]
+    assert result.answer == "8" and result.votes == {"8": 2.0, "9": 1.0}
+    assert result.model == "big" and result.samples == 5 and len(result.candidates) == 5
+    assert result.usage.completion_tokens == sum(c.completion_tokens for c in result.candidates)
+    assert result.vote_share == pytest.approx(2 / 3)
+    assert [s.step for s in result.trace] == ["probe", "route", "escalate", "vote"]
+
+
+async def test_the_confidence_feature_reads_the_probes_logprobs() -> None:
+    for logprob, escalates in ((-2.0, False), (-0.5, True)):
+
+        def constant(k: int, i: int, word: str, value: float = logprob) -> float:
+            return value
+
+        small = ScriptedEngine([boxed("7")], logprobs=constant)
+        large = ScriptedEngine([boxed("8")])
+        params = {"probe": 2, "samples": 1, "feature": "confidence", "threshold": 1.0}
+        result = await run_strategy("cascade", small, "Q?", params, engines={"large": large})
+        decision = route([s.detail for s in result.trace if s.step == "route"])
+        assert decision["confidence"] == pytest.approx(-logprob)
+        assert decision["escalate"] is escalates and bool(large.requests) is escalates
+        assert small.requests[0].params.top_logprobs == 20
+
+
+async def test_the_budget_can_stop_the_escalation() -> None:
+    small, large = engines([boxed("1"), boxed("2")], [boxed("8")])
+    result = await run_strategy(
+        "cascade", small, "Q?", {"probe": 2}, engines={"large": large}, budget=Budget(max_samples=2)
+    )
+    assert not large.requests and result.answer == "1" and result.stopped_by == "max_samples"
+
+
+async def test_a_policy_file_sets_the_rule(tmp_path: Path) -> None:
+    small_run, large_run = pair()
+    path = tmp_path / "cascade.json"
+    save_policy(fit_cascade(small_run, large_run, orderings=5), path)  # probe 2, share, m = 1
+    small, large = engines([boxed("1"), boxed("2")], [boxed("8")])
+    result = await run_strategy(
+        "cascade", small, "Q?", {"policy": str(path)}, engines={"large": large}
+    )
+    assert [r.params.n for r in small.requests] == [2] and [r.params.n for r in large.requests] == [
+        1
+    ]
+    assert result.answer == "8"
+    assert any("fitted with 'tiny' as the small model" in w for w in result.warnings)
+
+
+async def test_bad_set_ups_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(InvalidRequestError, match="needs a second engine 'large'"):
+        await run_strategy("cascade", ScriptedEngine(["x"]), "Q?")
+    with pytest.raises(InvalidRequestError, match="give a policy file or probe, not both"):
+        await run_strategy("cascade", ScriptedEngine(["x"]), "Q?", {"policy": "p.json", "probe": 2})
+    auto_policy = tmp_path / "auto.json"
+    auto_policy.write_text(
+        (Path(__file__).parent.parent / "src/ponder/planning/default_policy.json").read_text()
+    )
+    with pytest.raises(InvalidRequestError, match="is an auto policy"):
+        await run_strategy(
+            "cascade",
+            ScriptedEngine(["x"]),
+            "Q?",
+            {"policy": str(auto_policy)},
+            engines={"large": ScriptedEngine(["y"])},
+        )
+
+
+@pytest.fixture(scope="module")
+def engine(smollm2_path: Path) -> Iterator[EmbeddedEngine]:
+    engine = EmbeddedEngine(smollm2_path, n_ctx=2048, max_sequences=4)
+    yield engine
+    engine.close()
+
+
+@pytest.mark.model
+async def test_cascade_on_the_model(engine: EmbeddedEngine) -> None:
+    # SmolLM2 on both sides; a threshold above any vote share always escalates.
+    result = await run_strategy(
+        "cascade",
+        engine,
+        "What is 2 + 3?",
+        {"probe": 2, "samples": 2, "threshold": 1.5},
+        engines={"large": engine},
+        sampling=SamplingParams(max_tokens=24, temperature=0.8, seed=3),
+    )
+    assert result.samples == 4 and len(result.candidates) == 4
+    assert [s.step for s in result.trace] == ["probe", "route", "escalate", "vote"]
+    assert result.usage.completion_tokens == sum(c.completion_tokens for c in result.candidates)
+    assert result.usage.completion_tokens == sum(s.tokens for s in result.trace)
+
+
+@pytest.mark.model
+def test_ask_cascade_with_an_escalation_model(
+    monkeypatch: pytest.MonkeyPatch, smollm2_path: Path
+) -> None:
+    monkeypatch.setenv("PONDER_HOME", str(TEST_HOME))
+    args = ["ask", "What is 2+3?", "-m", "smollm2-135m", "-s", "cascade", "--max-tokens", "16"]
+    rule = ["-p", "probe=2", "-p", "samples=1", "-p", "threshold=1.5", "--seed", "2", "--json"]
+    result = CliRunner().invoke(main, [*args, *rule, "--escalate-model", "smollm2-135m"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["samples"] == 3 and [s["step"] for s in out["trace"]][-2:] == ["escalate", "vote"]
+    missing = CliRunner().invoke(main, [*args, *rule])
+    assert missing.exit_code == 1 and "--escalate-model" in missing.output

@@ -1,0 +1,443 @@
+"""The `auto` planner: fitting on synthetic runs with a known optimum, the greedy allocation,
+offline replay against hand-computed expectations, cross-fitting, policy files, the CLI, the
+report's rows and targets, and the live strategy (scripted engine and SmolLM2)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from ponder.bench.replay import ReplayData, majority_paths
+from ponder.bench.report import AUTO, AUTO_POLICY, PlannerOptions, build_report, render_markdown
+from ponder.budget import Budget
+from ponder.cli import main
+from ponder.engines.embedded import EmbeddedEngine
+from ponder.engines.types import SamplingParams
+from ponder.errors import InvalidRequestError
+from ponder.planning.fit import allocate, cross_fit, evaluate, fit_policy, probe_runs
+from ponder.planning.outcomes import PlanError, folds_of, probed
+from ponder.planning.policy import (
+    AutoPolicy,
+    Objective,
+    PlanSettings,
+    PolicyError,
+    default_actions,
+    load_auto_policy,
+    load_policy,
+    save_policy,
+)
+from ponder.strategies.registry import run_strategy
+from tests.plan_runs import SAMPLES, hand_policy, mix, plan_run, replay_data, write_store
+from tests.scripted_engine import ScriptedEngine
+
+ORDERINGS = 60
+
+
+def settings(**changes: object) -> PlanSettings:
+    base = PlanSettings(
+        probe=4,
+        feature="length",
+        splits=2,
+        actions=default_actions(4, SAMPLES),
+        objective=Objective(match=1.0),
+    )
+    return base.model_copy(update=changes)
+
+
+# --- fitting -------------------------------------------------------------------------------------
+
+
+def test_the_fit_finds_the_known_optimum() -> None:
+    # Easy items are settled by the probe, hard ones need all 16 samples, hopeless ones (long,
+    # all answers different) gain nothing: stop there too.
+    run = plan_run(replay_data(mix()))
+    policy = fit_policy([run], settings(), orderings=ORDERINGS, seed=1)
+    assert policy.samples_for(4, 100.0) == 4  # unanimous probe: stop
+    assert policy.samples_for(4, 200.0) == 4
+    assert policy.samples_for(1, 500.0) == 4  # hopeless: do not burn the budget
+    for votes in (1, 2, 3):  # hard: as many as it takes to be always right
+        hard = policy.bins[int(policy.bin_of([votes], [200.0])[0])]
+        assert hard.samples >= 12 and hard.accuracy == 1.0 > hard.accuracy_at_probe
+    expected = policy.expected
+    assert expected.best_n == SAMPLES and expected.best_accuracy == pytest.approx(0.5)
+    assert expected.reached and expected.accuracy == pytest.approx(0.5)
+    assert expected.tokens < 0.4 * expected.best_tokens
+    assert sum(b.weight for b in policy.bins) == pytest.approx(1.0)
+
+
+def test_a_token_budget_objective_spends_no_more() -> None:
+    run = plan_run(replay_data(mix()))
+    at_probe = fit_policy([run], settings(objective=Objective(tokens_of_n=4)), orderings=20)
+    assert {b.samples for b in at_probe.bins} == {4}
+    assert at_probe.expected.tokens == pytest.approx(
+        (10 * 400 + 10 * 800 + 20 * 2000) / 40, rel=1e-9
+    )
+    budget = 2500.0
+    capped = fit_policy([run], settings(objective=Objective(tokens=budget)), orderings=20)
+    assert capped.expected.tokens <= budget
+    assert capped.expected.accuracy > at_probe.expected.accuracy
+
+
+def test_greedy_allocation_follows_the_marginal_value_per_token() -> None:
+    correct = np.array([[0.1, 0.2, 0.25], [0.0, 0.3, 0.31]])
+    tokens = np.array([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
+    path = [list(choice) for choice in allocate(correct, tokens)]
+    assert path == [[0, 0], [0, 1], [1, 1], [2, 1], [2, 2]]
+    # A bin below its hull jumps over the dominated action.
+    jump = [list(c) for c in allocate(np.array([[0.0, 0.01, 0.5]]), np.array([[1.0, 2.0, 3.0]]))]
+    assert jump == [[0], [2]]
+    # Nothing gained, nothing spent.
+    assert [list(c) for c in allocate(np.zeros((2, 3)), tokens)] == [[0, 0]]
+
+
+# --- replay ------------------------------------------------------------------------------------
+
+
+def one_item(groups: list[int], tokens: list[int], latency: list[float]) -> ReplayData:
+    width = max(groups) + 1
+    right = np.zeros((1, width), dtype=bool)
+    right[0, 0] = True
+    return ReplayData(
+        groups=np.array([groups], dtype=np.int32),
+        correct=np.array([groups]) == 0,
+        tokens=np.array([tokens], dtype=np.int32),
+        latency=np.array([latency], dtype=np.float32),
+        confidence=np.full((1, len(groups)), np.nan, dtype=np.float32),
+        group_confidence=None,
+        scores={},
+        group_correct=right,
+    )
+
+
+def test_probe_then_the_rest_costs_as_replay_accounts_it() -> None:
+    data = one_item([0, 1, 0, 2], [10, 20, 30, 40], [1.0, 2.0, 3.0, 4.0])
+    table = probed(majority_paths(data, orderings=6000, seed=3), 2, [2, 4])
+    tokens, latency = table.tokens.mean(axis=1), table.latency.mean(axis=1)
+    # Two of the four: 2 x the mean tokens; the slowest of a random pair of latencies 1..4.
+    assert tokens[0] == pytest.approx(50.0, rel=0.02)
+    assert latency[0] == pytest.approx((2 + 3 + 4 + 3 + 4 + 4) / 6, rel=0.02)
+    # All four: every token, and the probe's slowest plus the rest's slowest (40/6 on average).
+    assert np.all(table.tokens[1] == 100)
+    assert latency[1] == pytest.approx(40 / 6, rel=0.02)
+    assert np.all(table.correct[1])  # the majority of all four is right
+    assert np.isnan(table.confidence).all() and set(np.unique(table.votes)) <= {1, 2}
+
+
+def test_a_policy_replayed_against_hand_computed_expectations() -> None:
+    # Stop when the 2-sample probe agrees (both right answers: 1 ordering in 6), else draw all 4.
+    data = one_item([0, 0, 1, 2], [10, 10, 40, 40], [1.0] * 4)
+    policy = hand_policy([(1, None, None, 4), (2, None, None, 2)], probe=2, actions=[2, 4])
+    table = probed(majority_paths(data, orderings=6000, seed=5), 2, [2, 4])
+    outcome = evaluate(policy, table)
+    assert outcome.correct.all()
+    assert outcome.samples.mean() == pytest.approx(2 / 6 + 4 * 5 / 6, rel=0.02)
+    assert outcome.tokens.mean() == pytest.approx(20 / 6 + 100 * 5 / 6, rel=0.02)
+    score = outcome.score()
+    assert score.accuracy == 1.0 and score.items == 1
+
+
+def test_cross_fitting_plays_each_fold_with_a_policy_fitted_on_the_others() -> None:
+    kinds = mix(easy=5, hard=5, hopeless=10)
+    table = probe_runs([plan_run(replay_data(kinds))], settings(), orderings=20, seed=0)
+    outcome = cross_fit(table, settings(), folds=5, seed=0)
+    assert outcome.correct.size == table.rows
+    assert outcome.per_item()[:5].min() == 1.0  # easy items: always right
+    assert outcome.per_item()[10:].max() == 0.0  # hopeless: never
+    folds = folds_of(20, 5, seed=0)
+    assert sorted(np.bincount(folds).tolist()) == [4, 4, 4, 4, 4]
+    with pytest.raises(PlanError, match="at least 2 items"):
+        folds_of(1, 5, seed=0)
+
+
+def test_policy_lookup_takes_the_nearest_level_and_the_heaviest_bin_without_a_value() -> None:
+    policy = hand_policy(
+        [(1, None, 5.0, 8), (1, 5.0, None, 4), (3, None, None, 6)],
+        probe=4,
+        actions=[4, 6, 8],
+        feature="confidence",
+    )
+    policy = policy.model_copy(
+        update={
+            "bins": [
+                b.model_copy(update={"weight": w})
+                for b, w in zip(policy.bins, (0.2, 0.5, 0.3), strict=True)
+            ]
+        }
+    )
+    assert policy.samples_for(1, 4.9) == 8 and policy.samples_for(1, 5.0) == 4
+    assert policy.samples_for(0, 1.0) == 8  # level 0 was never seen: nearest is 1
+    assert policy.samples_for(2, 9.0) == 4  # 2 is as near to 1 as to 3: the lower
+    assert policy.samples_for(4, 1.0) == 6
+    assert policy.samples_for(1, float("nan")) == 4  # the heavier bin of level 1
+
+
+# --- policy files --------------------------------------------------------------------------------
+
+
+def test_a_policy_survives_the_round_trip_and_bad_files_are_clear(tmp_path: Path) -> None:
+    run = plan_run(replay_data(mix(easy=4, hard=4, hopeless=4)))
+    policy = fit_policy([run], settings(), orderings=10)
+    path = tmp_path / "policy.json"
+    save_policy(policy, path)
+    assert load_auto_policy(path) == policy
+    raw = json.loads(path.read_text())
+    cases = {
+        "missing.json": (None, "No such policy file"),
+        "text.json": ("not json", "is not JSON"),
+        "other.json": ({"kind": "something-else"}, "is not a ponder policy"),
+        "old.json": ({**raw, "version": 99}, "format version 99"),
+        "holes.json": (
+            {**raw, "bins": [{**raw["bins"][0], "low": 1.0}]},
+            "must tile the line",
+        ),
+    }
+    for name, (content, message) in cases.items():
+        target = tmp_path / name
+        if content is not None:
+            target.write_text(content if isinstance(content, str) else json.dumps(content))
+        with pytest.raises(PolicyError, match=message):
+            load_policy(target)
+    cascade = {**raw, "kind": "ponder.cascade-policy"}
+    (tmp_path / "cascade.json").write_text(json.dumps(cascade))
+    with pytest.raises(PolicyError, match=r"not a valid ponder\.cascade-policy"):
+        load_auto_policy(tmp_path / "cascade.json")
+
+
+def test_the_shipped_policy_loads_and_says_what_it_was_fitted_on() -> None:
+    policy = load_auto_policy()
+    assert isinstance(policy, AutoPolicy) and policy.probe >= 1
+    (run,) = policy.fitted_on.runs
+    assert run.dataset == "gsm8k" and run.model == "qwen2.5-coder-0.5b"
+    assert policy.fitted_on.command.startswith("ponder plan fit benchmarks/runs/")
+
+
+def test_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="start with the probe"):
+        PlanSettings.model_validate({**settings().model_dump(), "actions": [8, 16]})
+    with pytest.raises(ValueError, match="exactly one objective"):
+        Objective(match=1.0, tokens=100.0)
+    assert default_actions(4, 16) == [4, 6, 8, 12, 16]
+    assert default_actions(2, 8) == [2, 3, 4, 6, 8]
+
+
+def test_runs_too_small_for_the_probe_are_a_clear_error() -> None:
+    run = plan_run(replay_data(mix(easy=2, hard=2, hopeless=2)))
+    small = settings(probe=4, actions=[4, 8])
+    few = plan_run(
+        ReplayData(
+            groups=np.asarray(run.data.groups)[:, :2],
+            correct=np.asarray(run.data.correct)[:, :2],
+            tokens=np.asarray(run.data.tokens)[:, :2],
+            latency=np.asarray(run.data.latency)[:, :2],
+            confidence=np.asarray(run.data.confidence)[:, :2],
+            group_confidence=None,
+            scores={},
+            group_correct=run.data.group_correct,
+        )
+    )
+    with pytest.raises(PlanError, match="fewer than the probe"):
+        fit_policy([few], small, orderings=5)
+    with pytest.raises(PlanError, match="the actions go up to 32"):
+        fit_policy([run], settings(actions=[4, 32]), orderings=5)
+
+
+# --- CLI and report ------------------------------------------------------------------------------
+
+
+def test_cli_fit_and_show_round_trip(tmp_path: Path) -> None:
+    run = write_store(tmp_path / "run.db", mix(easy=5, hard=5, hopeless=10))
+    out = tmp_path / "policy.json"
+    args = ["plan", "fit", str(run), "--out", str(out), "--feature", "length"]
+    fitted = CliRunner().invoke(main, [*args, "--orderings", "20"])
+    assert fitted.exit_code == 0, fitted.output
+    assert f"wrote {out}" in fitted.output and "Refit: ponder plan fit" in fitted.output
+    policy = load_auto_policy(out)
+    assert policy.fitted_on.runs[0].items == [f"q{i}" for i in range(20)]
+    assert policy.fitted_on.command.endswith("--orderings 20 --window 16 --seed 0")
+    shown = CliRunner().invoke(main, ["plan", "show", str(out)])
+    assert shown.exit_code == 0, shown.output
+    assert "auto policy" in shown.output and "stop" in shown.output and "Fitted on:" in shown.output
+    as_json = CliRunner().invoke(main, ["plan", "show", str(out), "--json"])
+    assert AutoPolicy.model_validate_json(as_json.output) == policy
+    default = CliRunner().invoke(main, ["plan", "show"])
+    assert default.exit_code == 0 and "the shipped default policy" in default.output
+
+
+def test_cli_bad_inputs_are_one_clear_line(tmp_path: Path) -> None:
+    run = str(write_store(tmp_path / "run.db", mix(easy=2, hard=2, hopeless=2), samples=4))
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"hello": 1}')
+    cases = [
+        (["fit", run, "--out", str(tmp_path / "p.json"), "--probe", "8"], "fewer than the probe"),
+        (
+            ["fit", run, "--out", str(tmp_path / "p.json"), "--match", "1", "--budget-n", "2"],
+            "give one of",
+        ),
+        (["fit", str(tmp_path / "none.db"), "--out", str(tmp_path / "p.json")], "No such run file"),
+        (["fit", run, "--out", str(tmp_path / "no" / "p.json")], "No such folder"),
+        (["show", str(notes)], "is not a ponder policy"),
+    ]
+    for args, message in cases:
+        result = CliRunner().invoke(main, ["plan", *args])
+        assert result.exit_code == 1, (args, result.output)
+        assert message in result.output.replace("\n", " "), (args, result.output)
+        assert "Traceback" not in result.output
+
+
+def test_the_report_cross_fits_a_policy_fitted_on_its_own_run(tmp_path: Path) -> None:
+    run = write_store(tmp_path / "run.db", mix(easy=5, hard=5, hopeless=10))
+    policy_path = tmp_path / "policy.json"
+    fitted = CliRunner().invoke(
+        main,
+        [
+            "plan",
+            "fit",
+            str(run),
+            "--out",
+            str(policy_path),
+            "--feature",
+            "length",
+            "--orderings",
+            "10",
+        ],
+    )
+    assert fitted.exit_code == 0, fitted.output
+    policy = load_auto_policy(policy_path)
+    report = build_report(
+        [run],
+        strategies=["majority"],
+        orderings=20,
+        planner=PlannerOptions(policy=policy, policy_path=policy_path),
+    )
+    (own,) = [row for row in report.rows if row.strategy == AUTO_POLICY]
+    assert own.note is not None and own.note.startswith("cross-fitted (5 folds")
+    assert own.accuracy == pytest.approx(0.5, abs=0.02) and own.n is None
+    swept = sorted((row for row in report.rows if row.strategy == AUTO), key=lambda r: r.n or 0)
+    assert [row.n for row in swept] == [4, 8, 16]
+    majority = {row.n: row for row in report.rows if row.strategy == "majority"}
+    assert swept[0].accuracy == pytest.approx(majority[4].accuracy)
+    assert own.tokens < 0.5 * majority[16].tokens
+    names = [check.target for check in report.targets]
+    assert any("at most 50% of its tokens" in name for name in names)
+    first = report.targets[0]
+    assert first.met and "majority N=16" in first.detail
+    assert f"--policy {policy_path}" in report.command
+    markdown = render_markdown(report)
+    assert "## Planner and cascade" in markdown and "### auto (the policy)" in markdown
+    assert "| **yes** |" in markdown
+    # Another run of the same items by another model: the policy is played as it is.
+    other = write_store(tmp_path / "other.db", mix(easy=5, hard=5, hopeless=10), model="m2")
+    elsewhere = build_report(
+        [other], strategies=["majority"], orderings=5, planner=PlannerOptions(policy=policy)
+    )
+    (played,) = [row for row in elsewhere.rows if row.strategy == AUTO_POLICY]
+    assert played.note is not None and played.note.startswith("the policy as fitted on")
+
+
+def test_the_report_cli_adds_the_shipped_policy_unless_told_not_to(tmp_path: Path) -> None:
+    run = str(write_store(tmp_path / "run.db", mix(easy=3, hard=3, hopeless=4)))
+    result = CliRunner().invoke(main, ["bench", "report", run, "--orderings", "5", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert any(row["strategy"] == AUTO_POLICY for row in summary["rows"])
+    assert "shipped default policy" in summary["planner"][0]
+    bare = CliRunner().invoke(
+        main, ["bench", "report", run, "--orderings", "5", "--no-auto", "--json"]
+    )
+    assert not any(
+        row["strategy"] in (AUTO, AUTO_POLICY) for row in json.loads(bare.output)["rows"]
+    )
+    both = CliRunner().invoke(main, ["bench", "report", run, "--no-auto", "--policy", run])
+    assert both.exit_code == 1 and "not both" in both.output
+
+
+# --- the live strategy ---------------------------------------------------------------------------
+
+
+def boxed(answer: str) -> str:
+    return f"so \\boxed{{{answer}}}"
+
+
+@pytest.fixture
+def policy_file(tmp_path: Path) -> Path:
+    """Stop when the 2-sample probe agrees; otherwise 6 samples in all."""
+    path = tmp_path / "policy.json"
+    save_policy(
+        hand_policy([(1, None, None, 6), (2, None, None, 2)], probe=2, actions=[2, 6]), path
+    )
+    return path
+
+
+async def test_auto_stops_at_an_agreeing_probe(policy_file: Path) -> None:
+    engine = ScriptedEngine([boxed("42")])
+    result = await run_strategy("auto", engine, "Q?", {"policy": str(policy_file)})
+    assert [r.params.n for r in engine.requests] == [2]
+    assert result.answer == "42" and result.samples == 2
+    (plan,) = [step.detail for step in result.trace if step.step == "plan"]
+    assert plan["votes"] == 2 and plan["samples"] == 2
+
+
+async def test_auto_draws_more_when_the_probe_disagrees(policy_file: Path) -> None:
+    engine = ScriptedEngine(
+        [boxed("1"), boxed("2"), boxed("2"), boxed("3"), boxed("2"), boxed("2")]
+    )
+    result = await run_strategy("auto", engine, "Q?", {"policy": str(policy_file)})
+    assert [r.params.n for r in engine.requests] == [2, 4]
+    assert result.answer == "2" and result.votes == {"2": 4.0, "1": 1.0, "3": 1.0}
+    assert result.usage.completion_tokens == sum(c.completion_tokens for c in result.candidates)
+
+
+async def test_auto_respects_the_budget(policy_file: Path) -> None:
+    engine = ScriptedEngine([boxed("1"), boxed("2")])  # two words a sample
+    capped = await run_strategy(
+        "auto", engine, "Q?", {"policy": str(policy_file)}, budget=Budget(max_tokens=8)
+    )
+    # The probe spent 4 tokens; the 4 left buy two more 2-token samples, not four.
+    assert [r.params.n for r in engine.requests] == [2, 2]
+    assert capped.usage.completion_tokens <= 8
+    engine = ScriptedEngine([boxed("1"), boxed("2")])
+    few = await run_strategy(
+        "auto", engine, "Q?", {"policy": str(policy_file)}, budget=Budget(max_samples=3)
+    )
+    assert few.samples == 3 and few.stopped_by == "max_samples"
+
+
+async def test_auto_with_a_bad_policy_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(InvalidRequestError, match="No such policy file"):
+        await run_strategy("auto", ScriptedEngine(["x"]), "Q?", {"policy": str(tmp_path / "no")})
+
+
+@pytest.fixture(scope="module")
+def engine(smollm2_path: Path) -> Iterator[EmbeddedEngine]:
+    engine = EmbeddedEngine(smollm2_path, n_ctx=2048, max_sequences=4)
+    yield engine
+    engine.close()
+
+
+@pytest.mark.model
+async def test_auto_on_the_model(engine: EmbeddedEngine, tmp_path: Path) -> None:
+    path = tmp_path / "policy.json"
+    policy = hand_policy(
+        [(1, None, 1.0, 4), (1, 1.0, None, 2), (2, None, None, 2)],
+        probe=2,
+        actions=[2, 4],
+        feature="confidence",
+    )
+    save_policy(policy, path)
+    result = await run_strategy(
+        "auto",
+        engine,
+        "What is 2 + 3?",
+        {"policy": str(path)},
+        sampling=SamplingParams(max_tokens=24, temperature=0.8, seed=7),
+    )
+    (plan,) = [step.detail for step in result.trace if step.step == "plan"]
+    assert plan["confidence"] is not None and plan["confidence"] > 0  # logprobs came back
+    assert result.samples == plan["samples"] in (2, 4)
+    assert all(c.logprobs for c in result.candidates)
+    assert result.usage.completion_tokens == sum(c.completion_tokens for c in result.candidates)
