@@ -506,7 +506,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--ponder-log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
-        help="ponder serve's --log-level (info, its default, logs a line per request)",
+        help="ponder serve's --log-level (debug logs a line per request)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON line only")
     args = parser.parse_args(argv)

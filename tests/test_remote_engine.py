@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,6 +33,7 @@ from ponder.errors import (
 from tests.llama_server import free_port
 
 URL = "http://gpu-1.test:8000/v1"
+STANDIN = Path(__file__).resolve().parents[1] / "benchmarks" / "_standin_upstream.py"
 Handler = Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
 
 
@@ -152,6 +156,115 @@ def test_completion_logprobs_parsing() -> None:
     assert [a.token for a in parsed[0].top_logprobs] == [" 3", " 4"]
     with pytest.raises(wire.WireError):
         wire.parse_completion_logprobs({"tokens": ["a"], "token_logprobs": []}, top_k=1)
+
+
+def test_sse_parser_takes_text_as_it_arrives() -> None:
+    parser = wire.SseParser()
+    stream = 'data: {"a": 1}\r\n\r\n: a comment\n\nevent: error\ndata: {"b":\ndata: "x\u2028y"}\n\n'
+    events = [e for i in range(0, len(stream), 7) for e in parser.feed(stream[i : i + 7])]
+    assert events == [("message", '{"a": 1}'), ("error", '{"b":\n"x\u2028y"}')]
+    assert parser.feed("data: [DONE]") == [] and parser.close() == [("message", "[DONE]")]
+
+
+async def test_relay_passes_the_upstream_answer_on_with_retries() -> None:
+    calls: list[dict[str, Any]] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(body_of(request))
+        if len(calls) == 1:
+            return httpx.Response(503, json={"error": {"message": "warming up"}})
+        return httpx.Response(200, json={"choices": [], "usage": {"completion_tokens": 2}})
+
+    async with (
+        make_engine(handler) as engine,
+        engine.relay(chat(max_tokens=4, seed=2), stream=False) as answer,
+    ):
+        assert json.loads(await answer.read())["usage"]["completion_tokens"] == 2
+    assert answer.url == URL
+    assert len(calls) == 2 and calls[1] == calls[0]
+    assert calls[0]["stream"] is False and calls[0]["seed"] == 2 and "n" not in calls[0]
+
+
+async def test_relay_does_not_retry_a_refused_request() -> None:
+    calls = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return httpx.Response(400, json={"error": {"message": "top_k is not supported"}})
+
+    async with make_engine(handler) as engine:
+        with pytest.raises(BackendResponseError, match="top_k is not supported"):
+            async with engine.relay(chat(max_tokens=4), stream=True):
+                pass
+    assert calls == 1
+
+
+@pytest.fixture(scope="module")
+def standin_url() -> Iterator[str]:
+    """The load test's stand-in upstream: a real socket, counting the connections it accepts."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(STANDIN), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        for _ in range(400):
+            try:
+                httpx.get(f"{url}/models", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+async def test_connections_are_kept_for_the_next_request(standin_url: str) -> None:
+    stats = standin_url.removesuffix("/v1") + "/stats"
+    async with httpx.AsyncClient() as http:
+        before = (await http.get(stats)).json()
+        async with RemoteEngine(standin_url, model="standin") as engine:
+            for _ in range(3):
+                result = await engine.generate(chat(max_tokens=4))
+                assert result.completions[0].text == "The answer is 4."
+            for stream in (False, True):
+                async with engine.relay(chat(max_tokens=4), stream=stream) as answer:
+                    if stream:
+                        async for text in answer.chunks():
+                            if "[DONE]" in text:
+                                break
+                        await answer.drain()
+                    else:
+                        assert b"The answer is 4." in await answer.read()
+        after = (await http.get(stats)).json()
+    assert after["completions"] - before["completions"] == 5
+    assert after["connections"] - before["connections"] == 1
+
+
+async def test_a_refused_connection_is_unavailable_not_a_timeout_on_either_transport() -> None:
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    for transport in (None, httpx.AsyncHTTPTransport()):
+        engine = RemoteEngine(url, model="m", max_retries=0, transport=transport)
+        async with engine:
+            with pytest.raises(BackendUnavailableError, match="gave up after 1") as info:
+                await engine.generate(chat(max_tokens=4))
+        assert not isinstance(info.value, BackendTimeoutError)
+
+
+def test_proxies_from_the_environment_are_chosen_per_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ponder.engines._aiohttp_transport import AiohttpTransport
+
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.test:3128")
+    monkeypatch.setenv("NO_PROXY", "inside.test")
+    engine = RemoteEngine(["http://a.test/v1", "http://b.test/v1", "http://inside.test/v1"])
+    a, b, inside = (engine._transports[u] for u in engine.base_urls)
+    assert isinstance(a, AiohttpTransport) and isinstance(inside, AiohttpTransport)
+    assert a is b and a._proxy == "http://proxy.test:3128"
+    assert inside is not a and inside._proxy is None
 
 
 async def test_model_discovered_from_models_endpoint() -> None:

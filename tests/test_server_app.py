@@ -117,6 +117,24 @@ async def eventually(condition: Callable[[], bool], timeout_s: float = 5.0) -> N
     raise AssertionError("condition not reached in time")
 
 
+def asgi_scope(path: str) -> dict[str, Any]:
+    """The scope of a JSON POST to `path`, for driving the app by hand (disconnects)."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"host", b"test")],
+        "client": ("127.0.0.1", 1234),
+        "server": ("test", 80),
+    }
+
+
 def sse_events(text: str) -> tuple[list[dict[str, Any]], list[str]]:
     """The data events (parsed, without [DONE]) and the comment lines of an SSE body."""
     data, comments = [], []
@@ -402,22 +420,8 @@ async def test_a_client_that_disconnects_cancels_its_work(stream: bool) -> None:
     async def send(message: dict[str, Any]) -> None:
         pass
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json"), (b"host", b"test")],
-        "client": ("127.0.0.1", 1234),
-        "server": ("test", 80),
-    }
     async with app.router.lifespan_context(app):
-        call = asyncio.create_task(app(scope, receive, send))  # type: ignore[arg-type]
+        call = asyncio.create_task(app(asgi_scope("/v1/chat/completions"), receive, send))  # type: ignore[arg-type]
         await eventually(lambda: bool(spy.handles))
         await asyncio.sleep(0.05)  # some tokens are generated
         gone.set()

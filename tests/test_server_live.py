@@ -266,3 +266,68 @@ def test_the_real_model_through_the_official_client(smollm2_path: Path) -> None:
             return "".join(c.choices[0].delta.content or "" for c in seen if c.choices)
 
         assert asyncio.run(stream())
+
+
+# --- ponder serve --engine URL in front of llama-cpp-python's real server ----------------------
+
+
+@pytest.fixture(scope="module")
+def ponder_over_llama(server_url: str) -> Iterator[str]:
+    from ponder.engines.remote import RemoteEngine
+
+    with live_server(lambda: RemoteEngine(server_url, timeout_s=60, max_retries=1)) as url:
+        yield url
+
+
+ASK: Any = [{"role": "user", "content": "Name a colour."}]
+
+
+@pytest.mark.model
+def test_pass_through_to_a_real_upstream_answers_as_the_upstream_does(
+    server_url: str, ponder_over_llama: str
+) -> None:
+    settings: Any = {
+        "model": "smollm2",
+        "messages": ASK,
+        "max_tokens": 8,
+        "temperature": 0.0,
+        "seed": 1,  # this server's greedy choice still depends on its seed
+    }
+    upstream = client(server_url, key="unused").chat.completions
+    upstream.create(**settings)  # its first answer to a prompt differs (no cached prefix yet)
+    direct = upstream.create(**settings)
+    through = client(ponder_over_llama, key="unused").chat.completions.create(**settings)
+    assert through.choices[0].message.content == direct.choices[0].message.content
+    assert through.usage is not None and direct.usage is not None
+    assert through.usage.completion_tokens == direct.usage.completion_tokens > 0
+    assert through.usage.prompt_tokens == direct.usage.prompt_tokens > 0  # relayed exactly
+
+    stream = client(ponder_over_llama, key="unused").chat.completions.create(
+        **settings, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == direct.choices[0].message.content
+    # llama-cpp-python streams no usage: ponder counts the chunks with text, as its engine does
+    assert chunks[-1].usage is not None
+    assert 0 < chunks[-1].usage.completion_tokens <= direct.usage.completion_tokens
+
+
+@pytest.mark.model
+def test_a_strategy_over_a_real_upstream_counts_every_sample(ponder_over_llama: str) -> None:
+    voted = client(ponder_over_llama, key="unused").chat.completions.create(
+        model="self-consistency:3/smollm2",
+        messages=[{"role": "user", "content": "What is 3+4? Answer with a number."}],
+        max_tokens=8,
+        seed=1,
+    )
+    ponder = (voted.model_extra or {})["ponder"]
+    assert ponder["strategy"] == "self-consistency" and ponder["samples"] == 3
+    assert voted.choices[0].message.content and voted.usage is not None
+    # The server ignores `n`, so the samples were drawn as separate upstream requests; usage is
+    # the sum over every one of them (and over every candidate), none left out.
+    assert sum(r["n"] for r in ponder["requests"]) >= 3
+    requested = sum(r["completion_tokens"] for r in ponder["requests"])
+    assert voted.usage.completion_tokens == requested
+    assert requested == sum(c["completion_tokens"] for c in ponder["candidates"]) > 0
+    assert all(c["completion_tokens"] <= 8 for c in ponder["candidates"])

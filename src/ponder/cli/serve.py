@@ -63,6 +63,7 @@ from ponder.errors import InvalidRequestError, MissingDependencyError
     default="info",
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
+    help="debug adds a line per request (method, path, status, time; never keys or bodies).",
 )
 def serve(
     host: str,

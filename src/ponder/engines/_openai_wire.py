@@ -54,20 +54,25 @@ def is_openai(base_url: str) -> bool:
 
 
 def build_body(
-    request: GenerationRequest, *, model: str, n: int, seed: int | None, openai: bool
+    request: GenerationRequest,
+    *,
+    model: str,
+    n: int,
+    seed: int | None,
+    openai: bool,
+    stream: bool = True,
 ) -> tuple[str, dict[str, Any]]:
-    """The endpoint path and JSON body for one streamed request drawing `n` samples.
+    """The endpoint path and JSON body for one request drawing `n` samples: streamed with usage
+    (what the engine reads), or with `stream=False` one whole response (what a relay passes on).
 
     Only non-default `top_k`/`min_p`/`top_p` are sent: OpenAI rejects the first two, while vLLM,
     SGLang, llama.cpp and Ollama accept them as extra fields.
     """
     p = request.params
-    body: dict[str, Any] = {
-        "model": model,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-        "temperature": p.temperature,
-    }
+    body: dict[str, Any] = {"model": model, "stream": stream}
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    body["temperature"] = p.temperature
     if n > 1:
         body["n"] = n
     if p.top_p != 1.0:
@@ -145,7 +150,7 @@ def parse_chunk(obj: object, *, chat: bool, top_k: int) -> Chunk:
     model = obj.get("model")
     return Chunk(
         choices=choices,
-        usage=_parse_usage(obj.get("usage")),
+        usage=parse_usage(obj.get("usage")),
         model=model if isinstance(model, str) and model else None,
     )
 
@@ -263,7 +268,8 @@ def _logprob(value: object) -> float:
     return float(value)
 
 
-def _parse_usage(raw: object) -> Usage | None:
+def parse_usage(raw: object) -> Usage | None:
+    """A response's ``usage`` object, or None when it has no usable completion count."""
     if not isinstance(raw, dict):
         return None
     completion = raw.get("completion_tokens")
@@ -320,27 +326,59 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, seconds)
 
 
-async def iter_sse(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str]]:
-    """Server-sent events as ``(event, data)``: data lines are joined, comments are skipped,
-    and an event is dispatched at a blank line (or at the end of the stream)."""
-    event = "message"
-    data: list[str] = []
-    async for line in lines:
-        if not line:
-            if data:
-                yield event, "\n".join(data)
-            event, data = "message", []
-            continue
-        if line.startswith(":"):
-            continue
-        field, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if field == "data":
-            data.append(value)
-        elif field == "event":
-            event = value
-    if data:
-        yield event, "\n".join(data)
+class SseParser:
+    """Server-sent events from text as it arrives: `feed` returns the events it completed, as
+    ``(event, data)`` (data lines joined, comments skipped, an event dispatched at a blank line),
+    and `close` the one the stream left unterminated. Lines end at ``\n`` (a ``\r`` before it is
+    dropped); unlike `str.splitlines`, characters such as U+2028, which JSON may carry unescaped,
+    stay inside their line."""
+
+    def __init__(self) -> None:
+        self._partial = ""
+        self._event = "message"
+        self._data: list[str] = []
+
+    def feed(self, text: str) -> list[tuple[str, str]]:
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        return self._parse(lines)
+
+    def close(self) -> list[tuple[str, str]]:
+        events = self._parse([self._partial] if self._partial else [])
+        self._partial = ""
+        if self._data:
+            events.append((self._event, "\n".join(self._data)))
+        self._event, self._data = "message", []
+        return events
+
+    def _parse(self, lines: list[str]) -> list[tuple[str, str]]:
+        events: list[tuple[str, str]] = []
+        for raw in lines:
+            line = raw.removesuffix("\r")
+            if not line:
+                if self._data:
+                    events.append((self._event, "\n".join(self._data)))
+                self._event, self._data = "message", []
+                continue
+            if line.startswith(":"):
+                continue
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "data":
+                self._data.append(value)
+            elif name == "event":
+                self._event = value
+        return events
+
+
+async def iter_sse(chunks: AsyncIterator[str]) -> AsyncIterator[tuple[str, str]]:
+    """The events of a stream of text chunks (see `SseParser`)."""
+    parser = SseParser()
+    async for chunk in chunks:
+        for event in parser.feed(chunk):
+            yield event
+    for event in parser.close():
+        yield event
 
 
 def _clip(text: str, limit: int = 500) -> str:

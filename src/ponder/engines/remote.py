@@ -13,20 +13,28 @@ What a caller must know:
   stream and are flagged as estimates), completions longer than `max_tokens`, fan-outs.
 * One failing HTTP request fails the whole generation (`result()` raises); retries happen only
   before anything was streamed for that request.
+* Connections are kept alive between requests (a stream is read to its end after ``[DONE]``),
+  through aiohttp's pool when it is installed (see `_aiohttp_transport`).
+* `relay` sends one request and hands its answer back unparsed, for a proxy's pass-through.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
 import time
-from collections.abc import Sequence
+import urllib.request
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
+from ponder import __version__
 from ponder.engines import _openai_wire as wire
 from ponder.engines.base import Engine, GenerationHandle
 from ponder.engines.types import (
@@ -58,6 +66,12 @@ _CAPABILITIES = Capabilities(
     prefix_caching=False,
     cancel_sample=True,
 )
+
+_AGENT = f"ponder/{__version__}"
+
+DRAIN_S = 1.0
+"""How long a stream may go on after ``[DONE]`` before its connection is dropped instead of
+being kept for the next request."""
 
 
 class RemoteEngine(Engine):
@@ -105,16 +119,22 @@ class RemoteEngine(Engine):
         self.max_concurrency = max_concurrency
 
         key = api_key if api_key is not None else os.environ.get(api_key_env)
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._client = httpx.AsyncClient(
-            headers=headers,
-            timeout=httpx.Timeout(self.timeout_s),
-            transport=transport,
-            limits=httpx.Limits(
-                max_connections=max_concurrency + len(urls),
-                max_keepalive_connections=max_concurrency,
-            ),
+        self._headers = {
+            "Accept": "application/json, text/event-stream",
+            "Accept-Encoding": "gzip, deflate",  # what httpx decodes without optional packages
+            "User-Agent": _AGENT,
+        }
+        if key:
+            self._headers["Authorization"] = f"Bearer {key}"
+        self._timeouts = {"timeout": httpx.Timeout(self.timeout_s).as_dict()}
+        limits = httpx.Limits(
+            max_connections=max_concurrency + len(urls),
+            max_keepalive_connections=max_concurrency,
         )
+        self._transports = (
+            dict.fromkeys(urls, transport) if transport is not None else _transports(urls, limits)
+        )
+        self._endpoints: dict[str, httpx.URL] = {}
         self._slots = asyncio.Semaphore(max_concurrency)
         self._outstanding = dict.fromkeys(urls, 0)
         self._turn = 0
@@ -150,7 +170,47 @@ class RemoteEngine(Engine):
             task.cancel()
         if runs:
             await asyncio.gather(*runs, return_exceptions=True)
-        await self._client.aclose()
+        for each in {id(t): t for t in self._transports.values()}.values():
+            await each.aclose()
+
+    @contextlib.asynccontextmanager
+    async def relay(self, request: GenerationRequest, *, stream: bool) -> AsyncIterator[Relayed]:
+        """Send `request` as one upstream request (`n` as given, never fanned out) and yield the
+        upstream's 2xx answer unread, for a proxy to pass on as it is: one whole completion, or
+        with `stream` its SSE stream (usage included). URL choice, the concurrency bound,
+        retries and errors are those of `start`."""
+        if self._closed:
+            raise EngineError("this RemoteEngine is closed; create a new one")
+        model = await self.resolve_model()
+        params = request.params
+        attempt = 0
+        avoid: str | None = None
+        while True:
+            async with self._slots:
+                url = self._acquire_url(wants_n=params.n > 1, avoid=avoid)
+                try:
+                    path, body = wire.build_body(
+                        request,
+                        model=model,
+                        n=params.n,
+                        seed=params.seed,
+                        openai=wire.is_openai(url),
+                        stream=stream,
+                    )
+                    response = await self._open(url, path, body)
+                except _Retry as retry:
+                    failure = retry
+                else:
+                    try:
+                        yield Relayed(self, url, response)
+                    finally:
+                        await response.aclose()
+                    return
+                finally:
+                    self._release_url(url)
+            await self._before_retry(url, attempt, failure)
+            attempt += 1
+            avoid = url
 
     async def resolve_model(self) -> str:
         """The model name, asking the first base URL's `GET /models` if none was given."""
@@ -167,7 +227,11 @@ class RemoteEngine(Engine):
         while True:
             url = self.base_urls[attempt % len(self.base_urls)]
             try:
-                response = await self._client.get(f"{url}/models")
+                response = await self._send("GET", url, "/models")
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
             except httpx.TimeoutException as exc:
                 failure = _Retry(f"timed out listing models ({type(exc).__name__})", timeout=True)
             except httpx.TransportError as exc:
@@ -224,11 +288,132 @@ class RemoteEngine(Engine):
         self._outstanding[chosen] += 1
         return chosen
 
+    async def _send(
+        self, method: str, url: str, path: str, body: dict[str, Any] | None = None
+    ) -> httpx.Response:
+        """One request straight to the URL's transport, its response unread. httpx's client
+        layer is skipped on purpose: its URL merging, cookie jar and redirect and auth machinery
+        cost more CPU per request than aiohttp's whole exchange, and an API client needs none
+        of them (the key is a header; proxies are chosen per URL in `_transports`)."""
+        target = url + path
+        endpoint = self._endpoints.get(target)
+        if endpoint is None:
+            endpoint = self._endpoints[target] = httpx.URL(target)
+        request = httpx.Request(
+            method, endpoint, headers=self._headers, json=body, extensions=self._timeouts
+        )
+        return await self._transports[url].handle_async_request(request)
+
+    async def _open(self, url: str, path: str, body: dict[str, Any]) -> httpx.Response:
+        """Send one request and return its 2xx response, unread (the caller closes it). An error
+        status raises `_Retry` (429, 5xx) or `BackendResponseError` (the rest); no answer at all
+        raises what `_failure` says."""
+        try:
+            response = await self._send("POST", url, path, body)
+        except httpx.TransportError as exc:
+            raise self._failure(url, exc, False, 0) from exc
+        status = response.status_code
+        if status < 400:
+            return response
+        try:
+            message = wire.error_message(await response.aread())
+        except httpx.TransportError as exc:
+            message = f"(the error body could not be read: {_describe(exc)})"
+        finally:
+            await response.aclose()
+        if status == 429 or status >= 500:
+            raise _Retry(
+                f"HTTP {status}: {message}",
+                retry_after=wire.parse_retry_after(response.headers.get("retry-after")),
+            )
+        hint = "; is the base URL the API root (usually ending in /v1)?" if status == 404 else ""
+        raise BackendResponseError(
+            f"{url}{path} rejected the request (HTTP {status}): {message}{hint}",
+            status_code=status,
+        )
+
+    def _failure(
+        self, url: str, exc: httpx.TransportError, started: bool, tokens: int | None
+    ) -> Exception:
+        """What a transport failure means: before anything was streamed, a failed connection
+        is worth retrying (`_Retry`); a server that stops answering is a timeout, never retried
+        (it would only add load); a stream that breaks after it started is unavailability.
+        `tokens` is how many were streamed, where the caller counts them."""
+        so_far = "" if tokens is None else f" after {tokens} tokens"
+        if isinstance(exc, httpx.TimeoutException):
+            if not started and isinstance(exc, httpx.ConnectTimeout):
+                return _Retry(_describe(exc), timeout=True)
+            return BackendTimeoutError(
+                f"{url} sent nothing for {self.timeout_s:g}s"
+                + ("" if tokens is None else f" ({tokens} tokens streamed so far)")
+                + "; raise timeout_s if the server is just slow"
+            )
+        if not started:
+            return _Retry(_describe(exc))
+        return BackendUnavailableError(f"the stream from {url} broke{so_far}: {_describe(exc)}")
+
     def _release_url(self, url: str) -> None:
         self._outstanding[url] -= 1
 
     def _may_honour_n(self) -> bool:
         return any(self._honours_n.get(u, True) for u in self.base_urls)
+
+
+class Relayed:
+    """The upstream's 2xx answer to `RemoteEngine.relay`, to read once: whole (`read`), or as
+    it arrives (`chunks`, then `drain` after ``[DONE]`` so the connection serves the next
+    request). A transport failure while reading is `BackendUnavailableError` or
+    `BackendTimeoutError`."""
+
+    def __init__(self, engine: RemoteEngine, url: str, response: httpx.Response) -> None:
+        self.url = url
+        self._engine = engine
+        self._response = response
+        self._text = response.aiter_text()
+
+    async def read(self) -> bytes:
+        try:
+            return await self._response.aread()
+        except httpx.TransportError as exc:
+            raise self._engine._failure(self.url, exc, True, None) from exc
+
+    async def chunks(self) -> AsyncIterator[str]:
+        try:
+            async for text in self._text:
+                yield text
+        except httpx.TransportError as exc:
+            raise self._engine._failure(self.url, exc, True, None) from exc
+
+    async def drain(self) -> None:
+        await drain(self._text)
+
+
+def _transports(urls: Sequence[str], limits: httpx.Limits) -> dict[str, httpx.AsyncBaseTransport]:
+    """A transport per base URL, shared by the URLs that reach the network the same way:
+    directly, or through the proxy the environment names for them (``HTTP(S)_PROXY``,
+    ``NO_PROXY``, as `urllib.request` reads them)."""
+    proxies = urllib.request.getproxies()
+    by_proxy: dict[str | None, httpx.AsyncBaseTransport] = {}
+    chosen: dict[str, httpx.AsyncBaseTransport] = {}
+    for url in urls:
+        parts = urlsplit(url)
+        proxy = None
+        if not urllib.request.proxy_bypass(parts.hostname or ""):
+            proxy = proxies.get(parts.scheme) or proxies.get("all")
+        if proxy not in by_proxy:
+            by_proxy[proxy] = _transport(limits, proxy)
+        chosen[url] = by_proxy[proxy]
+    return chosen
+
+
+def _transport(limits: httpx.Limits, proxy: str | None) -> httpx.AsyncBaseTransport:
+    """aiohttp's pool where installed (far less CPU per request; see `_aiohttp_transport`; the
+    server extra brings it), else httpx's own."""
+    try:
+        from ponder.engines._aiohttp_transport import AiohttpTransport
+    except ImportError:
+        return httpx.AsyncHTTPTransport(limits=limits, proxy=proxy)
+    return AiohttpTransport(limits, proxy=proxy)
 
 
 def _first_model(url: str, response: httpx.Response) -> str:
@@ -432,53 +617,28 @@ class _Run:
             seed=call.seed,
             openai=wire.is_openai(url),
         )
+        response = await engine._open(url, path, body)
         try:
-            async with engine._client.stream("POST", url + path, json=body) as response:
-                status = response.status_code
-                if status >= 400:
-                    message = wire.error_message(await response.aread())
-                    if status == 429 or status >= 500:
-                        raise _Retry(
-                            f"HTTP {status}: {message}",
-                            retry_after=wire.parse_retry_after(response.headers.get("retry-after")),
-                        )
-                    hint = (
-                        "; is the base URL the API root (usually ending in /v1)?"
-                        if status == 404
-                        else ""
-                    )
-                    raise BackendResponseError(
-                        f"{url}{path} rejected the request (HTTP {status}): {message}{hint}",
-                        status_code=status,
-                    )
-                call.answered = True
-                if "text/event-stream" in response.headers.get("content-type", ""):
-                    await self._read_events(call, url, response)
-                else:  # a server that ignored `stream: true` and sent the whole response
-                    await self._read_whole(call, url, response)
-        except httpx.TimeoutException as exc:
-            if not call.started and isinstance(exc, httpx.ConnectTimeout):
-                raise _Retry(_describe(exc), timeout=True) from exc
-            raise BackendTimeoutError(
-                f"{url} sent nothing for {engine.timeout_s:g}s "
-                f"({call.streamed_tokens} tokens streamed so far); "
-                "raise timeout_s if the server is just slow"
-            ) from exc
+            call.answered = True
+            if "text/event-stream" in response.headers.get("content-type", ""):
+                await self._read_events(call, url, response)
+            else:  # a server that ignored `stream: true` and sent the whole response
+                await self._read_whole(call, url, response)
         except httpx.TransportError as exc:
-            if not call.started:
-                raise _Retry(_describe(exc)) from exc
-            raise BackendUnavailableError(
-                f"the stream from {url} broke after {call.streamed_tokens} tokens: {_describe(exc)}"
-            ) from exc
+            raise engine._failure(url, exc, call.started, call.streamed_tokens) from exc
+        finally:
+            await response.aclose()
 
     async def _read_events(self, call: _Call, url: str, response: httpx.Response) -> None:
         got_done = False
-        async for event, data in wire.iter_sse(response.aiter_lines()):
+        chunks = response.aiter_text()
+        async for event, data in wire.iter_sse(chunks):
             if data.strip() == "[DONE]":
                 got_done = True
                 break
             self._apply(call, url, _loads(url, data), error_event=event == "error")
         if got_done:
+            await drain(chunks)
             return
         unfinished = call.seen - call.finished
         if not call.seen or unfinished:
@@ -631,6 +791,18 @@ class _Run:
             ),
             warnings=warnings,
         )
+
+
+async def drain(rest: AsyncIterator[str]) -> None:
+    """Read what follows ``[DONE]`` (usually nothing but the body's end), so httpx returns the
+    connection to its pool instead of closing it: a new TCP connection per request costs more
+    than the request itself against a fast server. The data is complete, so a server that ends
+    the body badly (llama-cpp-python's closes the connection mid-chunk) or keeps it open only
+    costs the connection, never the response."""
+    with contextlib.suppress(httpx.HTTPError, TimeoutError):
+        async with asyncio.timeout(DRAIN_S):
+            async for _ in rest:
+                pass
 
 
 def _loads(url: str, data: str) -> object:

@@ -43,6 +43,11 @@ class Admission:
         backlog = (self.waiting + 1) / self.max_running
         return max(1, min(60, math.ceil(backlog * self._mean_s)))
 
+    @property
+    def free(self) -> bool:
+        """A slot is free and nobody waits for one: `enter` returns at once."""
+        return not self.waiting and not self._free.locked()
+
     async def enter(self) -> Slot:
         """Wait for a slot, or raise a 429 `ApiError` when the queue is full. Cancelling the
         caller (its client left) gives up the place in the queue."""

@@ -24,6 +24,7 @@ from fastapi import FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPBearer
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -34,6 +35,7 @@ from ponder.server.auth import check_key
 from ponder.server.config import ServerConfig
 from ponder.server.errors import ApiError, from_ponder_error
 from ponder.server.execution import MeteredEngine, answer_text, chosen_candidate
+from ponder.server.relay import relay_engine, relay_stream, relay_whole
 from ponder.server.schemas import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -44,7 +46,7 @@ from ponder.server.schemas import (
     ModelList,
     TextCompletion,
 )
-from ponder.server.service import ClientGone, ServerState, until_disconnect
+from ponder.server.service import ClientGone, Job, ServerState, until_disconnect
 from ponder.server.streaming import passthrough_stream, strategy_stream
 from ponder.server.wire import (
     Kind,
@@ -109,6 +111,7 @@ def create_app(engines: EngineSource, config: ServerConfig | None = None) -> Fas
         lifespan=lifespan,
     )
     app.state.ponder = state
+    app.add_middleware(_Relay, state=state)
     app.add_middleware(_Guard, state=state)
     app.add_middleware(_Observe, state=state)
     _add_error_handlers(app, state)
@@ -152,7 +155,7 @@ headers. Streams report progress as SSE comments (`: ponder-progress {...}`).
 
 
 class _Observe:
-    """Outermost: a request id on every response, one log line per request (method, path,
+    """Outermost: a request id on every response, one debug log line per request (method, path,
     status, duration: never headers or bodies, so keys cannot leak) and the request counters."""
 
     def __init__(self, app: ASGIApp, state: ServerState) -> None:
@@ -187,7 +190,8 @@ class _Observe:
             metrics.requests.inc(route, str(status))
             if route.endswith("completions"):
                 metrics.duration.observe(elapsed, route)
-            log.info("%s %s %d %.3fs %s", scope["method"], path, status, elapsed, rid)
+            # Debug, not info: at a few hundred requests a second the line costs a few % of CPU.
+            log.debug("%s %s %d %.3fs %s", scope["method"], path, status, elapsed, rid)
 
 
 class _BodyTooLarge(StarletteHTTPException):
@@ -232,6 +236,87 @@ class _Guard:
         await self.app(scope, limited, send)
 
 
+_RELAYABLE: dict[str, tuple[type[ChatCompletionRequest | CompletionRequest], Kind]] = {
+    "/v1/chat/completions": (ChatCompletionRequest, "chat"),
+    "/v1/completions": (CompletionRequest, "text"),
+}
+
+
+class _Relay:
+    """Innermost: a completion that will be relayed to a remote upstream as it is (see
+    `ponder.server.relay`) is planned and answered here, before FastAPI's routing, dependency
+    and exception layers, which cost about as much CPU as the relay itself. Every other request,
+    and any this layer would have to refuse (invalid, unknown model...), goes on to its FastAPI
+    route with its body replayed, so validation errors, the OpenAPI schema and the engine paths
+    each have one implementation, there."""
+
+    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = _RELAYABLE.get(scope["path"]) if scope["type"] == "http" else None
+        if route is None or scope["method"] != "POST" or not self.state.relays:
+            await self.app(scope, receive, send)
+            return
+        body = bytearray()
+        try:
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client left before it finished sending
+                body += message.get("body", b"")
+                if not message.get("more_body", False):
+                    break
+        except _BodyTooLarge:
+            await _error_response(_too_large(self.state.config.max_body_bytes))(
+                scope, receive, send
+            )
+            return
+        job = self._relayable(bytes(body), scope, *route)
+        if job is None:
+            await self.app(scope, _replay(bytes(body), receive), send)
+            return
+        try:
+            response = await _respond(self.state, job, receive)
+        except Exception as exc:
+            answer = _answer_error(self.state, exc)
+            if answer is None:
+                raise
+            response = answer
+        await response(scope, receive, send)
+
+    def _relayable(
+        self,
+        body: bytes,
+        scope: Scope,
+        model: type[ChatCompletionRequest | CompletionRequest],
+        kind: Kind,
+    ) -> Job | None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return None
+        try:
+            job = self.state.plan(model.model_validate_json(body), headers, kind)
+        except (ValidationError, ApiError, PonderError):
+            return None
+        return job if relay_engine(job) is not None else None
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """`receive` with the body, already read, delivered again first."""
+    delivered = False
+
+    async def replay() -> Message:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
 def _too_large(limit: int) -> ApiError:
     return ApiError(
         413,
@@ -247,20 +332,30 @@ def _error_response(exc: ApiError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
-def _add_error_handlers(app: FastAPI, state: ServerState) -> None:
-    async def api_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ApiError)
+def _answer_error(state: ServerState, exc: Exception) -> Response | None:
+    """The response (and the metrics) for the errors a completion's work raises: refusals,
+    engine failures, a client that left. None for anything else."""
+    if isinstance(exc, ApiError):
         if exc.status == 429:
             state.metrics.rejected.inc()
         return _error_response(exc)
-
-    async def ponder_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, PonderError)
+    if isinstance(exc, PonderError):
         error = from_ponder_error(exc)
         if error.status in (502, 504):
             state.metrics.upstream_errors.inc()
             log.warning("engine failure: %s", error.message)
         return _error_response(error)
+    if isinstance(exc, ClientGone):
+        state.metrics.disconnects.inc()
+        return Response(status_code=499)  # nobody reads it: the client has gone
+    return None
+
+
+def _add_error_handlers(app: FastAPI, state: ServerState) -> None:
+    async def work_error(_: Request, exc: Exception) -> Response:
+        response = _answer_error(state, exc)
+        assert response is not None
+        return response
 
     async def validation_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
@@ -276,19 +371,15 @@ def _add_error_handlers(app: FastAPI, state: ServerState) -> None:
         }.get(exc.status_code, str(exc.detail))
         return _error_response(ApiError(exc.status_code, message))
 
-    async def client_gone(_: Request, exc: Exception) -> Response:
-        state.metrics.disconnects.inc()
-        return Response(status_code=499)  # nobody reads it: the client has gone
-
     async def unexpected(_: Request, exc: Exception) -> Response:
         log.exception("unexpected error", exc_info=exc)
         return _error_response(ApiError(500, "internal server error", type="server_error"))
 
-    app.add_exception_handler(ApiError, api_error)
-    app.add_exception_handler(PonderError, ponder_error)
+    app.add_exception_handler(ApiError, work_error)
+    app.add_exception_handler(PonderError, work_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(ClientGone, client_gone)
+    app.add_exception_handler(ClientGone, work_error)
     app.add_exception_handler(Exception, unexpected)
 
 
@@ -408,27 +499,44 @@ async def _complete(
 ) -> Response:
     headers = {k.lower(): v for k, v in request.headers.items()}
     job = state.plan(body, headers, kind)  # every 4xx is raised here, before any queueing
+    return await _respond(state, job, request.receive)
+
+
+async def _respond(state: ServerState, job: Job, receive: Receive) -> Response:
+    """Queue for a slot, then do the planned work and build its response."""
+    kind = job.kind
     arrived = time.monotonic()
-    slot = await until_disconnect(request.receive, state.admission.enter())
+    admission = state.admission
+    if admission.free:  # no wait, so no need to watch for the client leaving meanwhile
+        slot = await admission.enter()
+    else:
+        slot = await until_disconnect(receive, admission.enter())
     queued = time.monotonic() - arrived
     streaming = False
     try:
+        relay = relay_engine(job)
+        if relay is not None:
+            if job.stream:
+                response = await relay_stream(state, job, relay, slot, receive)
+                streaming = True  # the stream now owns the slot
+                return response
+            return await relay_whole(state, job, relay, receive)
         if job.stream:
             if job.selection.passthrough:
-                response = await passthrough_stream(state, job, slot, request.receive)
+                response = await passthrough_stream(state, job, slot, receive)
             else:
-                response = await strategy_stream(state, job, slot, queued, request.receive)
+                response = await strategy_stream(state, job, slot, queued, receive)
             streaming = True  # the stream now owns the slot
             return response
         if job.selection.passthrough:
-            generation = await until_disconnect(request.receive, state.run_passthrough(job))
+            generation = await until_disconnect(receive, state.run_passthrough(job))
             state.count("none", job.request.params.n, generation.usage)
             return JSONResponse(
                 passthrough_body(kind, job.id, job.created, job.model, generation),
                 headers=ponder_headers(None, generation.usage, job.request.params.n),
             )
         metered = MeteredEngine(job.engine)
-        outcome = await until_disconnect(request.receive, state.run_strategy(job, metered))
+        outcome = await until_disconnect(receive, state.run_strategy(job, metered))
         result = outcome.result
         state.count(result.strategy, result.samples, result.usage)
         if outcome.deadline_reached:

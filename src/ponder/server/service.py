@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from ponder.engines.base import Engine
+from ponder.engines.remote import RemoteEngine
 from ponder.engines.types import Generation, GenerationRequest, SamplingParams, Usage
 from ponder.errors import EngineError
 from ponder.server.admission import Admission
@@ -67,6 +68,12 @@ class ServerState:
             running=lambda: self.admission.running, waiting=lambda: self.admission.waiting
         )
         self.started = int(time.time())
+        self.strategy_names = frozenset(strategies())  # looked up once: every request needs it
+
+    @property
+    def relays(self) -> bool:
+        """Whether a served engine is remote, so that some pass-through can be relayed."""
+        return any(isinstance(e, RemoteEngine) for e in self.engines.values())
 
     # --- planning ----------------------------------------------------------------------------
     def engine_for(self, name: str) -> Engine:
@@ -97,7 +104,7 @@ class ServerState:
         problem = body.unsupported()
         if problem is not None:
             raise ApiError(400, problem[1], param=problem[0], code="unsupported_parameter")
-        model_choice, base = split_model_name(body.model, strategies().keys())
+        model_choice, base = split_model_name(body.model, self.strategy_names)
         header, header_deadline = header_choice(headers)
         options = body.ponder
         from_body = (

@@ -56,7 +56,7 @@ log = logging.getLogger("ponder.server")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def _error_event(exc: BaseException, state: ServerState) -> str:
+def error_event(exc: BaseException, state: ServerState) -> str:
     """A failure after the status line went out, as the error event OpenAI clients raise."""
     if isinstance(exc, ApiError):
         error = exc
@@ -119,7 +119,7 @@ async def strategy_stream(
                     )
             exc = task.exception()
             if exc is not None:
-                yield _error_event(exc, state)
+                yield error_event(exc, state)
                 yield sse("[DONE]")
                 return
             outcome: Outcome = task.result()
@@ -208,7 +208,7 @@ async def passthrough_stream(
                 elif item is _END:
                     break
                 elif isinstance(item, BaseException):
-                    out += [_error_event(item, state), sse("[DONE]")]
+                    out += [error_event(item, state), sse("[DONE]")]
                     yield "".join(out)
                     return
                 else:
@@ -228,7 +228,7 @@ async def passthrough_stream(
             failed = completion_error(generation)
             if failed is not None:
                 error = EngineError(failed.error or "the engine failed")
-                out += [_error_event(error, state), sse("[DONE]")]
+                out += [error_event(error, state), sse("[DONE]")]
                 yield "".join(out)
                 return
             if job.include_usage:
