@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from ponder.engines.base import Engine, GenerationHandle
 from ponder.engines.types import Generation, GenerationRequest, Message
 from ponder.errors import BackendTimeoutError, BackendUnavailableError, ContextOverflowError
+from ponder.planning.pricing import PriceError, TokenPrice
 from ponder.server.app import create_app
 from ponder.server.config import ServerConfig
 from ponder.server.service import ServerState
@@ -191,8 +192,16 @@ async def test_strategy_in_model_name_answers_with_the_winner_and_complete_usage
         assert ponder["samples"] == 3 and len(ponder["candidates"]) == 3
         assert [c["completion_tokens"] for c in ponder["candidates"]] == [2, 2, 2]
         assert ponder["requests"] == [
-            {"n": 3, "prompt_tokens": 10, "completion_tokens": 6, "finish_reasons": ["stop"] * 3}
+            {
+                "model": "scripted",
+                "n": 3,
+                "prompt_tokens": 10,
+                "completion_tokens": 6,
+                "finish_reasons": ["stop"] * 3,
+            }
         ]
+        assert ponder["stopped_by"] is None and not ponder["deadline_reached"]
+        assert ponder["cost_usd"] is None  # a scripted engine has no default price
         assert body["usage"] == {"prompt_tokens": 10, "completion_tokens": 6, "total_tokens": 16}
         assert ponder["usage"] == body["usage"]
         headers = response.headers
@@ -439,26 +448,43 @@ async def test_a_client_that_disconnects_cancels_its_work(stream: bool) -> None:
 # --- deadlines ---------------------------------------------------------------------------------
 
 
-async def test_a_deadline_returns_the_best_answer_so_far_with_honest_usage() -> None:
-    # Two samples answer at once; two would talk for a long time and are cut off at the deadline.
+@pytest.mark.parametrize(
+    ("headers", "budget"),
+    [
+        ({"X-Ponder-Deadline-S": "0.3"}, None),
+        ({"X-Ponder-Budget": "seconds=300ms"}, None),
+        ({}, {"seconds": "300ms"}),
+    ],
+)
+async def test_a_deadline_returns_the_best_answer_so_far_with_honest_usage(
+    headers: dict[str, str], budget: dict[str, Any] | None
+) -> None:
+    # Two samples answer at once; two would talk for a long time and are cut off at the deadline,
+    # by the strategy's session (the budget's max_seconds), in time for it to answer.
     engine = ScriptedEngine(["\\boxed{4}", "word " * 400 + "\\boxed{9}"], step_s=0.01)
-    async with serve(engine) as (client, _):
+    extra = {} if budget is None else {"ponder": {"budget": budget}}
+    async with serve(engine, deadline_grace_s=5) as (client, app):
         response = await client.post(
             "/v1/chat/completions",
-            json=chat("self-consistency:4/scripted", max_tokens=500),
-            headers={"X-Ponder-Deadline-S": "0.3"},
+            json=chat("self-consistency:4/scripted", max_tokens=500, **extra),
+            headers=headers,
         )
-    assert response.status_code == 200, response.text
+        assert response.status_code == 200, response.text
+        assert state_of(app).metrics.deadlines.get() == 1
+        ledger = (await client.get("/metrics")).text
     body = response.json()
     ponder = body["ponder"]
-    assert ponder["deadline_reached"] and ponder["stopped_by"] == "deadline"
+    assert ponder["deadline_reached"] and ponder["stopped_by"] == "max_seconds"
     assert ponder["answer"] == "4" and body["choices"][0]["message"]["content"] == "\\boxed{4}"
-    assert response.headers["x-ponder-stopped-by"] == "deadline"
+    assert response.headers["x-ponder-stopped-by"] == "max_seconds"
+    assert not any("had not answered" in w for w in ponder["warnings"])  # no cut-off needed
     finishes = [c["finish_reason"] for c in ponder["candidates"]]
     assert finishes == ["stop", "cancelled", "stop", "cancelled"]
     spent = sum(c["completion_tokens"] for c in ponder["candidates"])
     assert body["usage"]["completion_tokens"] == spent > 2  # the cut-off samples' tokens count
-    assert ponder["wall_s"] < 3
+    assert ponder["wall_s"] < 3  # generous: the deadline is 0.3 s, the grace period 5 s
+    stopped = 'ponder_ledger_stopped_total{model="scripted",strategy="self-consistency"'
+    assert f'{stopped},limit="max_seconds"}} 1' in ledger
 
 
 class StubbornEngine(Engine):
@@ -535,6 +561,205 @@ async def test_a_pass_through_deadline_returns_the_text_so_far() -> None:
     assert 0 < len(choice["message"]["content"].split()) < 400
 
 
+# --- budgets, prices and the ledger ------------------------------------------------------------
+
+PRICES = {"scripted": TokenPrice(input_usd_per_mtok=100.0, output_usd_per_mtok=1000.0)}
+"""10 prompt tokens: $0.001; each generated token: $0.001."""
+
+
+@pytest.mark.parametrize(
+    ("headers", "extra", "stopped_by", "samples"),
+    [
+        ({"X-Ponder-Budget": "samples=2"}, {}, "max_samples", 2),
+        ({"X-Ponder-Budget": '{"max_samples": 2}'}, {}, "max_samples", 2),
+        ({}, {"ponder": {"budget": {"tokens": "3"}}}, "max_tokens", 4),
+        ({"X-Ponder-Budget": "samples=8"}, {"ponder": {"budget": {"samples": 3}}}, None, 4),
+    ],
+)
+async def test_budget_forms_reach_the_strategy(
+    headers: dict[str, str], extra: dict[str, Any], stopped_by: str | None, samples: int
+) -> None:
+    async with serve(ScriptedEngine(VOTES)) as (client, _):
+        response = await client.post(
+            "/v1/chat/completions",
+            json=chat("self-consistency:4/scripted", **extra),
+            headers=headers,
+        )
+    assert response.status_code == 200, response.text
+    ponder = response.json()["ponder"]
+    assert (ponder["stopped_by"], ponder["samples"]) == (stopped_by, samples)
+    assert response.headers.get("x-ponder-stopped-by") == stopped_by
+
+
+@pytest.mark.parametrize(
+    ("headers", "message", "param"),
+    [
+        ({"X-Ponder-Budget": "samples=many"}, "X-Ponder-Budget: max_samples:", "X-Ponder-Budget"),
+        ({"X-Ponder-Budget": "usd=1eur"}, "expected dollars such as 0.01", "X-Ponder-Budget"),
+        ({"X-Ponder-Deadline-S": "-1"}, "max_seconds: Input should be greater than 0", None),
+        ({"X-Ponder-Deadline-S": "2h"}, "exceeds this server's limit of 3600s", None),
+    ],
+)
+async def test_bad_budget_headers_get_400_with_the_budget_error(
+    headers: dict[str, str], message: str, param: str | None
+) -> None:
+    engine = ScriptedEngine(VOTES)
+    async with serve(engine) as (client, _):
+        response = await client.post(
+            "/v1/chat/completions", json=chat("self-consistency:2/scripted"), headers=headers
+        )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert message in error["message"]
+    assert error["param"] == (param or "X-Ponder-Deadline-S")
+    assert not engine.requests  # refused before anything was spent
+
+
+async def test_a_dollar_budget_at_the_served_prices() -> None:
+    engine = ScriptedEngine(["word " * 30 + "\\boxed{4}"])
+    async with serve(engine, prices=PRICES) as (client, _):
+        response = await client.post(
+            "/v1/chat/completions",
+            json=chat("self-consistency:4/scripted", max_tokens=64),
+            headers={"X-Ponder-Budget": "usd=$0.004"},
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        ponder, usage = body["ponder"], body["usage"]
+        assert ponder["stopped_by"] == "max_usd"
+        assert usage["completion_tokens"] < 4 * 31  # stopped long before the samples ended
+        cost = PRICES["scripted"].cost(usage["prompt_tokens"], usage["completion_tokens"], 0.0)
+        assert ponder["cost_usd"] == pytest.approx(cost)
+        assert float(response.headers["x-ponder-cost-usd"]) == pytest.approx(cost, abs=1e-8)
+
+        # One generated token cannot be afforded after the prompt: refused, nothing spent.
+        drawn = len(engine.requests)
+        refused = await client.post(
+            "/v1/chat/completions",
+            json=chat("self-consistency:4/scripted", ponder={"budget": {"usd": 1e-6}}),
+        )
+        assert refused.status_code == 400, refused.text
+        assert (
+            "max_usd=$1e-06 cannot be met: the prompt alone" in refused.json()["error"]["message"]
+        )
+        assert len(engine.requests) == drawn
+
+
+class Tokenizing(ScriptedEngine):
+    """Counts a prompt's tokens exactly, as the embedded engine does."""
+
+    def tokenize_request(self, request: GenerationRequest) -> list[int]:
+        return [0] * 30
+
+
+async def test_a_dollar_budget_counts_the_prompt_with_the_engines_own_tokenizer() -> None:
+    engine = Tokenizing(VOTES)
+    async with serve(engine, prices=PRICES) as (client, _):
+        refused = await client.post(
+            "/v1/chat/completions",
+            json=chat("self-consistency/scripted", ponder={"budget": {"usd": 0.003}}),
+        )
+    assert refused.status_code == 400, refused.text
+    assert "the prompt alone (30 tokens)" in refused.json()["error"]["message"]  # exact, not about
+    assert not engine.requests
+
+
+def ledger_line(metrics: str, counter: str, strategy: str, model: str = "scripted") -> float:
+    prefix = f'ponder_ledger_{counter}_total{{model="{model}",strategy="{strategy}"}} '
+    (line,) = [line for line in metrics.splitlines() if line.startswith(prefix)]
+    return float(line.removeprefix(prefix))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_metrics_carry_the_ledger_of_strategy_and_pass_through_requests(
+    stream: bool,
+) -> None:
+    async with serve(ScriptedEngine(VOTES), prices=PRICES) as (client, _):
+        usage_asked: dict[str, Any] = {"stream_options": {"include_usage": True}} if stream else {}
+        voted = await client.post(
+            "/v1/chat/completions",
+            json=chat("self-consistency:3/scripted", stream=stream, **usage_asked),
+        )
+        plain = [
+            await client.post("/v1/chat/completions", json=chat(stream=stream, **usage_asked))
+            for _ in range(2)
+        ]
+        metrics = (await client.get("/metrics")).text
+        again = (await client.get("/metrics")).text  # reading the ledger does not count twice
+
+    def usage_of(response: httpx.Response) -> dict[str, int]:
+        if not stream:
+            found: dict[str, int] = response.json()["usage"]
+            return found
+        data, _ = sse_events(response.text)
+        return data[-1]["usage"]  # type: ignore[no-any-return]
+
+    voted_usage = usage_of(voted)
+    assert ledger_line(metrics, "requests", "self-consistency") == 1
+    assert ledger_line(metrics, "samples", "self-consistency") == 3
+    assert ledger_line(metrics, "prompt_tokens", "self-consistency") == voted_usage["prompt_tokens"]
+    assert (
+        ledger_line(metrics, "completion_tokens", "self-consistency")
+        == voted_usage["completion_tokens"]
+    )
+    assert ledger_line(metrics, "usd", "self-consistency") == pytest.approx(
+        PRICES["scripted"].cost(voted_usage["prompt_tokens"], voted_usage["completion_tokens"], 0)
+    )
+    plain_usage = [usage_of(r) for r in plain]
+    assert ledger_line(metrics, "requests", "passthrough") == 2
+    assert ledger_line(metrics, "samples", "passthrough") == 2
+    completion = sum(u["completion_tokens"] for u in plain_usage)
+    prompt = sum(u["prompt_tokens"] for u in plain_usage)
+    assert ledger_line(metrics, "completion_tokens", "passthrough") == completion
+    assert ledger_line(metrics, "prompt_tokens", "passthrough") == prompt
+    assert ledger_line(metrics, "usd", "passthrough") == pytest.approx(
+        PRICES["scripted"].cost(prompt, completion, 0)
+    )
+    assert ledger_line(metrics, "seconds", "passthrough") > 0
+    assert "# TYPE ponder_ledger_usd_total counter" in metrics
+    assert 'ponder_samples_total{strategy="none"} 2' in metrics  # the server's own, as before
+    assert ledger_line(again, "requests", "passthrough") == 2
+
+
+async def test_a_served_model_missing_from_the_price_file_fails_at_startup() -> None:
+    app = create_app(ScriptedEngine(VOTES), ServerConfig(prices={"other": PRICES["scripted"]}))
+    with pytest.raises(PriceError, match="no entry for model 'scripted'"):
+        async with app.router.lifespan_context(app):
+            pass
+
+
+# --- cascade -----------------------------------------------------------------------------------
+
+
+def named(engine: ScriptedEngine, model: str) -> ScriptedEngine:
+    engine.model = model
+    return engine
+
+
+async def test_a_cascade_escalates_to_the_servers_larger_model() -> None:
+    small = ScriptedEngine(["\\boxed{4}", "\\boxed{5}"])  # split: not sure, so escalate
+    large = named(ScriptedEngine(["so \\boxed{7}"]), "big")
+    app = create_app(small, ServerConfig(), escalate=lambda: large)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            escalated = await client.post(
+                "/v1/chat/completions",
+                json=chat(ponder={"strategy": "cascade", "params": {"probe": 2, "samples": 3}}),
+            )
+            assert (await client.get("/v1/models")).json()["data"][0]["id"] == "scripted"
+            metrics = (await client.get("/metrics")).text
+    assert escalated.status_code == 200, escalated.text
+    body = escalated.json()
+    ponder = body["ponder"]
+    assert ponder["answer"] == "7" and ponder["model"] == "big"
+    assert body["choices"][0]["message"]["content"] == "so \\boxed{7}"
+    assert [(r["model"], r["n"]) for r in ponder["requests"]] == [("scripted", 2), ("big", 3)]
+    assert ponder["samples"] == 5 and len(large.requests) == 1
+    assert body["usage"]["completion_tokens"] == 2 * 1 + 3 * 2  # both models' samples count
+    assert ledger_line(metrics, "samples", "cascade", model="big") == 5
+
+
 # --- security and limits -------------------------------------------------------------------
 
 
@@ -606,6 +831,36 @@ async def test_oversized_bodies_get_413_declared_or_streamed() -> None:
             400,
             "max_tokens: Input should be greater than or equal to 1",
             "ponder.budget",
+        ),
+        (
+            chat(ponder={"strategy": "self-consistency", "budget": {"seconds": "soon"}}),
+            400,
+            "ponder.budget: max_seconds: expected a duration such as 10s or 500ms, got 'soon'",
+            "ponder.budget",
+        ),
+        (
+            chat(ponder={"strategy": "self-consistency", "budget": {"money": 1}}),
+            400,
+            "ponder.budget: unknown budget limit 'money'",
+            "ponder.budget",
+        ),
+        (
+            chat(ponder={"budget": {"samples": 2}}),
+            400,
+            "max_samples budget a strategy, and this request passes straight through",
+            "ponder.budget",
+        ),
+        (
+            chat(ponder={"strategy": "self-consistency", "budget": {"usd": "$0.01"}}),
+            400,
+            "max_usd needs a price for model 'scripted'",
+            None,
+        ),
+        (
+            chat("cascade/scripted"),
+            400,
+            "start it with `ponder serve --escalate-model M [--escalate-engine URL]`",
+            "model",
         ),
         (chat(temprature=1), 422, "unknown field 'temprature'", "temprature"),
         (chat(max_tokens="ten"), 422, "max_tokens: Input should be a valid integer", "max_tokens"),

@@ -1,14 +1,21 @@
-"""`ponder serve`: flags become the app's config; bad flags fail before anything starts."""
+"""`ponder serve`: flags become the app's config (prices, the escalation model); bad flags fail
+before anything starts."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from ponder.cli import main
+from ponder.engines.base import Engine
+from ponder.planning.pricing import HourlyPrice
 from ponder.server.service import ServerState
+from tests.scripted_engine import ScriptedEngine
 
 
 @pytest.fixture
@@ -54,12 +61,57 @@ def test_flags_become_the_config(started: dict[str, Any], monkeypatch: pytest.Mo
     assert "k-one" not in result.output and "PONDER_TEST_KEYS" in result.output
 
 
+def test_prices_and_the_escalation_model_are_opened_at_startup(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    opened: list[tuple[str, str | None]] = []
+
+    def open_engine(spec: str, model: str | None, **_: Any) -> Engine:
+        opened.append((spec, model))
+        engine = ScriptedEngine(["\\boxed{4}"])
+        engine.model = model or "default"
+        return engine
+
+    seen: dict[str, Any] = {}
+
+    def run(app: Any, **_: Any) -> None:
+        async def start() -> None:
+            async with app.router.lifespan_context(app):
+                state: ServerState = app.state.ponder
+                seen["roles"] = {role: e.model for role, e in state.roles.items()}
+                seen["prices"] = dict(state.prices)
+
+        asyncio.run(start())
+
+    monkeypatch.setattr("ponder.engines.factory.open_engine", open_engine)
+    monkeypatch.setattr("uvicorn.run", run)
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"small": {"usd_per_hour": 0.5}}))
+    args = ["serve", "-m", "small", "--prices", str(prices), "--max-deadline", "60"]
+    larger = ["--escalate-model", "big", "--escalate-engine", "http://big.test/v1"]
+    result = CliRunner().invoke(main, [*args, *larger])
+    assert result.exit_code == 0, result.output
+    assert opened == [("local", "small"), ("http://big.test/v1", "big")]
+    assert seen["roles"] == {"large": "big"}
+    assert seen["prices"] == {"small": HourlyPrice(usd_per_hour=0.5)}
+
+    opened.clear()
+    assert (
+        CliRunner().invoke(main, ["serve", "-m", "small", "--escalate-model", "big"]).exit_code == 0
+    )
+    assert opened == [("local", "small"), ("local", "big")]  # by default where the model runs
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--api-key-env", "PONDER_TEST_UNSET_VAR"], "holds no key"),
         (["--strategy", "nope"], "unknown strategy 'nope'"),
         (["--max-running", "0"], "max_running"),
+        (["--escalate-engine", "http://big.test/v1"], "--escalate-engine needs --escalate-model"),
+        (["--prices", "no-such-prices.json"], "No such price file: no-such-prices.json"),
+        (["--deadline", "100", "--max-deadline", "10"], "the default deadline (100s) exceeds"),
+        (["--strategy", "cascade"], "--strategy cascade needs --escalate-model M"),
     ],
 )
 def test_bad_flags_fail_cleanly(started: dict[str, Any], args: list[str], message: str) -> None:

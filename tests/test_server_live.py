@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,11 +28,15 @@ KEY = "sk-live-test"
 
 
 @contextmanager
-def live_server(engines: EngineSource, config: ServerConfig | None = None) -> Iterator[str]:
-    """Serve `create_app(engines, config)` with uvicorn on a free loopback port in a thread;
-    yield the base URL (``.../v1``); shut down (closing the engines) on exit."""
+def live_server(
+    engines: EngineSource,
+    config: ServerConfig | None = None,
+    escalate: Callable[[], Engine] | None = None,
+) -> Iterator[str]:
+    """Serve `create_app(engines, config, escalate=escalate)` with uvicorn on a free loopback
+    port in a thread; yield the base URL (``.../v1``); shut down (closing the engines) on exit."""
     port = free_port()
-    app = create_app(engines, config or ServerConfig())
+    app = create_app(engines, config or ServerConfig(), escalate=escalate)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
     )
@@ -173,6 +177,27 @@ def test_errors_reach_the_client_as_typed_exceptions(scripted_url: str) -> None:
     assert ok.choices[0].message.content
 
 
+def test_a_budgeted_request_reports_the_limit_that_stopped_it(scripted_url: str) -> None:
+    raw = client(scripted_url).chat.completions.with_raw_response.create(
+        model="self-consistency:3/scripted",
+        messages=MESSAGES,
+        max_tokens=16,
+        extra_headers={"X-Ponder-Budget": "samples=2"},
+        extra_body={"ponder": {"budget": {"seconds": "30s", "tokens": 100}}},
+    )
+    assert raw.headers["x-ponder-stopped-by"] == "max_samples"
+    reply = raw.parse()
+    ponder = (reply.model_extra or {})["ponder"]
+    assert (ponder["stopped_by"], ponder["samples"]) == ("max_samples", 2)
+    assert reply.usage is not None and reply.usage.completion_tokens == 4
+    with pytest.raises(openai.BadRequestError, match="unknown unit 'parsecs'"):
+        client(scripted_url).chat.completions.create(
+            model="self-consistency:3/scripted",
+            messages=MESSAGES,
+            extra_body={"ponder": {"budget": {"seconds": "3 parsecs"}}},
+        )
+
+
 def test_a_full_queue_is_a_rate_limit_error() -> None:
     config = ServerConfig(max_running=1, max_waiting=0)
     with live_server(ScriptedEngine(["word " * 200], step_s=0.01), config) as url:
@@ -228,12 +253,10 @@ def test_a_client_that_hangs_up_cancels_the_engine_work(stream: bool) -> None:
 def test_the_real_model_through_the_official_client(smollm2_path: Path) -> None:
     from ponder.engines.embedded import EmbeddedEngine
 
-    def open_engine() -> Engine:
-        return EmbeddedEngine(
-            smollm2_path, name="smollm2", n_ctx=1024, max_sequences=4, n_threads=1
-        )
+    def open_engine(name: str = "smollm2") -> Engine:
+        return EmbeddedEngine(smollm2_path, name=name, n_ctx=1024, max_sequences=4, n_threads=1)
 
-    with live_server(open_engine) as url:
+    with live_server(open_engine, escalate=lambda: open_engine("smollm2-large")) as url:
         api = client(url, key="unused")
         voted = api.chat.completions.create(
             model="self-consistency:2/smollm2",
@@ -250,6 +273,36 @@ def test_the_real_model_through_the_official_client(smollm2_path: Path) -> None:
             c["completion_tokens"] for c in ponder["candidates"]
         )
         assert ponder["samples"] == 2 and voted.choices[0].message.content
+        assert ponder["cost_usd"] > 0  # the embedded engine's default machine price
+
+        # A cascade that always escalates (threshold 2), cut short by its budget of 3 samples.
+        cascaded = api.chat.completions.create(
+            model="smollm2",
+            messages=[{"role": "user", "content": "What is 3+4?"}],
+            max_tokens=8,
+            seed=1,
+            extra_body={
+                "ponder": {
+                    "strategy": "cascade",
+                    "params": {"probe": 2, "threshold": 2, "samples": 2},
+                    "budget": {"samples": 3, "seconds": "2m"},
+                }
+            },
+        )
+        ponder = (cascaded.model_extra or {})["ponder"]
+        assert [(r["model"], r["n"]) for r in ponder["requests"]] == [
+            ("smollm2", 2),
+            ("smollm2-large", 1),
+        ]
+        assert (ponder["model"], ponder["stopped_by"], ponder["samples"]) == (
+            "smollm2-large",
+            "max_samples",
+            3,
+        )
+        assert cascaded.usage is not None
+        assert cascaded.usage.completion_tokens == sum(
+            r["completion_tokens"] for r in ponder["requests"]
+        )
 
         async def stream() -> str:
             api_async = async_client(url, key="unused")

@@ -15,9 +15,18 @@ import httpx
 import pytest
 
 from ponder.engines.remote import RemoteEngine
+from ponder.planning.pricing import TokenPrice
 from ponder.server.app import create_app
 from ponder.server.config import ServerConfig
-from tests.test_server_app import QUESTION, asgi_scope, eventually, serve, sse_events, state_of
+from tests.test_server_app import (
+    QUESTION,
+    asgi_scope,
+    eventually,
+    ledger_line,
+    serve,
+    sse_events,
+    state_of,
+)
 
 UPSTREAM = "http://upstream.test/v1"
 USAGE = {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}
@@ -109,6 +118,22 @@ async def test_a_whole_answer_is_relayed_as_the_upstream_sent_it() -> None:
     assert upstream.bodies[1]["prompt"] == "Once"
     assert 'ponder_tokens_total{kind="completion"} 10' in metrics
     assert 'ponder_samples_total{strategy="none"} 2' in metrics
+    for counter, value in (("requests", 2), ("prompt_tokens", 24), ("completion_tokens", 10)):
+        assert ledger_line(metrics, counter, "passthrough", model="served-model") == value
+    assert "ponder_ledger_usd_total{" not in metrics  # a remote model has no default price
+
+
+async def test_relayed_requests_are_priced_in_the_ledger() -> None:
+    upstream = Upstream()
+    price = TokenPrice(input_usd_per_mtok=1.0, output_usd_per_mtok=2.0)
+    async with serve(upstream.engine(), prices={"served-model": price}) as (client, _):
+        await client.post("/v1/chat/completions", json=chat())
+        await client.post("/v1/chat/completions", json=chat(stream=True))
+        metrics = (await client.get("/metrics")).text
+    assert ledger_line(metrics, "requests", "passthrough", model="served-model") == 2
+    assert ledger_line(metrics, "usd", "passthrough", model="served-model") == pytest.approx(
+        2 * price.cost(12, 5, 0.0)
+    )
 
 
 @pytest.mark.parametrize("include_usage", [True, False])

@@ -163,14 +163,48 @@ def test_budget_merges_and_deadline_precedence() -> None:
         body=body("self-consistency", budget={"max_tokens": 100, "max_seconds": 5}),
     )
     assert (chosen.budget.max_samples, chosen.budget.max_tokens) == (4, 100)
-    assert chosen.deadline_s == 5
+    assert chosen.deadline_s == chosen.budget.max_seconds == 5
     chosen = choose(
         header={"x-ponder-deadline-s": "2.5"},
         body=body("self-consistency", budget={"max_seconds": 5}),
     )
-    assert chosen.deadline_s == 2.5
-    assert choose(default_deadline=7).deadline_s == 7
+    assert chosen.budget.max_seconds == 2.5  # the deadline header beats every budget
+    assert choose(default_deadline=7).budget.max_seconds == 7
     assert choose(body=body(budget={"max_seconds": 1})).deadline_s == 1  # pass-through too
+    both = choose(
+        header={"x-ponder-budget": "samples=2"},
+        body=body("self-consistency", budget={"samples": 8, "seconds": 3}),
+        default_deadline=60,
+    )
+    assert (both.budget.max_samples, both.budget.max_seconds) == (2, 3)  # header wins per limit
+
+
+@pytest.mark.parametrize(
+    ("header", "budget"),
+    [
+        (
+            "samples=8,tokens=4000,seconds=500ms,usd=$0.01",
+            {"max_samples": 8, "max_tokens": 4000, "max_seconds": 0.5, "max_usd": 0.01},
+        ),
+        ("max_samples=4, max_tokens=100", {"max_samples": 4, "max_tokens": 100}),
+        ('{"seconds": "2m", "usd": 0.5}', {"max_seconds": 120.0, "max_usd": 0.5}),
+    ],
+)
+def test_budget_forms_in_the_header(header: str, budget: dict[str, float]) -> None:
+    chosen = choose(header={"x-ponder-budget": header}, model="self-consistency/m")
+    assert chosen.budget.model_dump(exclude_none=True) == budget
+
+
+def test_budget_forms_in_the_body_and_the_deadline_header() -> None:
+    chosen = choose(
+        body=body("self-consistency", budget={"samples": "8", "seconds": "1.5s", "usd": "$0.02"})
+    )
+    assert chosen.budget.model_dump(exclude_none=True) == {
+        "max_samples": 8,
+        "max_seconds": 1.5,
+        "max_usd": 0.02,
+    }
+    assert choose(header={"x-ponder-deadline-s": "250ms"}).deadline_s == 0.25
 
 
 @pytest.mark.parametrize(
@@ -195,27 +229,70 @@ def test_budget_merges_and_deadline_precedence() -> None:
         ),
         (
             {"body": body("self-consistency", budget={"max_tokens": 0})},
-            "max_tokens: Input should be greater than or equal to 1",
+            "ponder.budget: max_tokens: Input should be greater than or equal to 1 (got 0)",
             "ponder.budget",
         ),
         (
             {"body": body("self-consistency", budget={"max_cost": 1})},
-            "unknown budget limit(s) 'max_cost'",
+            "ponder.budget: unknown budget limit 'max_cost'; use samples (max_samples)",
             "ponder.budget",
         ),
         (
             {"body": body("self-consistency", budget={"max_seconds": 0})},
-            "positive number of seconds",
+            "max_seconds: Input should be greater than 0",
             "ponder.budget",
         ),
-        ({"header": {"x-ponder-deadline-s": "soon"}}, "number of seconds", "X-Ponder-Deadline-S"),
         (
-            {"header": {"x-ponder-deadline-s": "100"}, "max_deadline": 10},
-            "exceeds this server's limit of 10s",
+            {"body": body("self-consistency", budget={"seconds": "10 parsecs"})},
+            "unknown unit 'parsecs'",
+            "ponder.budget",
+        ),
+        (
+            {"body": body("self-consistency", budget={"usd": "€1"})},
+            "expected dollars such as 0.01 or $0.01",
+            "ponder.budget",
+        ),
+        (
+            {"header": {"x-ponder-budget": "samples=4,samples=8"}},
+            "X-Ponder-Budget: budget 'samples=4,samples=8': samples is given twice",
+            "X-Ponder-Budget",
+        ),
+        (
+            {"header": {"x-ponder-budget": "lots"}},
+            "write KEY=VALUE pairs, e.g. samples=16",
+            "X-Ponder-Budget",
+        ),
+        (
+            {"header": {"x-ponder-budget": '{"tokens": -1}'}},
+            "X-Ponder-Budget: max_tokens: Input should be greater than or equal to 1",
+            "X-Ponder-Budget",
+        ),
+        (
+            {"header": {"x-ponder-deadline-s": "soon"}},
+            "X-Ponder-Deadline-S: max_seconds: expected a duration such as 10s or 500ms",
             "X-Ponder-Deadline-S",
         ),
+        (
+            {"header": {"x-ponder-deadline-s": "100"}, "max_deadline": 10},
+            "X-Ponder-Deadline-S: a deadline of 100s exceeds this server's limit of 10s",
+            "X-Ponder-Deadline-S",
+        ),
+        (
+            {"body": body(budget={"seconds": "1m"}), "max_deadline": 10},
+            "ponder.budget: a deadline of 60s exceeds this server's limit of 10s",
+            "ponder.budget",
+        ),
         ({"header": {"x-ponder-params": "n=3"}}, "no strategy was chosen", "X-Ponder-Params"),
-        ({"body": body(budget={"max_samples": 3})}, "passes straight through", "ponder.budget"),
+        (
+            {"body": body(budget={"max_samples": 3})},
+            "max_samples budget a strategy, and this request passes straight through",
+            "ponder.budget",
+        ),
+        (
+            {"header": {"x-ponder-budget": "usd=0.1,seconds=2"}},
+            "X-Ponder-Budget: max_usd budget a strategy",
+            "X-Ponder-Budget",
+        ),
     ],
 )
 def test_errors_name_their_source(kwargs: dict[str, Any], message: str, param: str) -> None:

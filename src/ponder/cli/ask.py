@@ -17,7 +17,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ponder.budget import Budget
-from ponder.cli.common import fail_cleanly, pull_progress
+from ponder.cli.common import escalate_options, escalation, fail_cleanly, pull_progress
 from ponder.engines.factory import open_engine
 from ponder.engines.types import SampleDelta, SampleEvent, SampleFinished, SamplingParams
 from ponder.errors import InvalidRequestError
@@ -68,16 +68,7 @@ from ponder.verifiers.llm_judge import LLMJudgeVerifier
     default=None,
     help="A second model for llm-judge and verify-refine reviews (e.g. a larger one).",
 )
-@click.option(
-    "--escalate-model",
-    default=None,
-    help="The larger model `-s cascade` escalates to (on --escalate-engine).",
-)
-@click.option(
-    "--escalate-engine",
-    default=None,
-    help="Where the escalation model runs: 'local' or base URL(s) (default: as --engine).",
-)
+@escalate_options
 @click.option(
     "--budget",
     "-b",
@@ -153,9 +144,7 @@ def ask(
             budget=budget,
             judge_model=judge_model,
             prices=None if prices is None else load_prices(prices),
-            escalate=None
-            if escalate_model is None
-            else (escalate_engine or engine, escalate_model),
+            escalate=escalation(engine, escalate_model, escalate_engine),
         )
         result, price = asyncio.run(_run(question, model, engine, plan, threads, console, as_json))
     entry = LedgerEntry.from_result(result)

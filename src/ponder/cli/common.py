@@ -1,9 +1,11 @@
-"""What every command shares: clean one-line errors and the model download progress bar."""
+"""What every command shares: clean one-line errors, the model download progress bar, and the
+options that name a cascade's larger model."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import click
 from pydantic import ValidationError
@@ -17,8 +19,10 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from ponder.errors import PonderError
+from ponder.errors import InvalidRequestError, PonderError
 from ponder.models.sources import Progress as PullProgress
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @contextmanager
@@ -57,3 +61,28 @@ def pull_progress(console: Console, quiet: bool = False) -> Iterator[PullProgres
 
     with bar:
         yield update
+
+
+def escalate_options(command: F) -> F:
+    """``--escalate-model`` and ``--escalate-engine``: the larger model `cascade` escalates to
+    (`ponder ask`, `ponder serve`); `escalation` turns them into what to open."""
+    command = click.option(
+        "--escalate-engine",
+        default=None,
+        help="Where the escalation model runs: 'local' or base URL(s) (default: as --engine).",
+    )(command)
+    return click.option(
+        "--escalate-model",
+        default=None,
+        help="The larger model `-s cascade` escalates to (on --escalate-engine).",
+    )(command)
+
+
+def escalation(engine: str, model: str | None, on: str | None) -> tuple[str, str] | None:
+    """(engine spec, model) of a cascade's larger model, for `open_engine`: `model` on engine
+    `on`, by default where the main model runs (`engine`); None when no model is given."""
+    if model is None:
+        if on is not None:
+            raise InvalidRequestError("--escalate-engine needs --escalate-model (which model)")
+        return None
+    return (on or engine, model)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import click
 
-from ponder.cli.common import fail_cleanly
+from ponder.cli.common import escalate_options, escalation, fail_cleanly
 from ponder.errors import InvalidRequestError, MissingDependencyError
 
 
@@ -54,8 +55,29 @@ from ponder.errors import InvalidRequestError, MissingDependencyError
     "--max-body-bytes", default=4 * 1024 * 1024, show_default=True, help="Larger bodies: 413."
 )
 @click.option(
-    "--deadline", "default_deadline_s", default=None, type=float, help="Default deadline (s)."
+    "--deadline",
+    "default_deadline_s",
+    default=None,
+    type=float,
+    help="Deadline (s) of requests that give none: their budget's max_seconds.",
 )
+@click.option(
+    "--max-deadline",
+    "max_deadline_s",
+    default=3600.0,
+    show_default=True,
+    type=float,
+    help="Longest deadline (s) a request may ask for.",
+)
+@click.option(
+    "--prices",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="Price file (JSON or TOML, as for `ponder ask --prices`) naming every served model: "
+    "costs in responses and /metrics, and usd budgets; default: the embedded engine at the "
+    "default machine cost per hour, a remote one unpriced.",
+)
+@escalate_options
 @click.option("--threads", default=None, type=int, help="llama.cpp threads (default: all cores).")
 @click.option("--n-ctx", default=None, type=int, help="Embedded engine KV cache size (tokens).")
 @click.option(
@@ -76,6 +98,10 @@ def serve(
     max_waiting: int,
     max_body_bytes: int,
     default_deadline_s: float | None,
+    max_deadline_s: float,
+    prices: Path | None,
+    escalate_model: str | None,
+    escalate_engine: str | None,
     threads: int | None,
     n_ctx: int | None,
     log_level: str,
@@ -94,6 +120,8 @@ def serve(
             ) from exc
         from ponder.engines.base import Engine
         from ponder.engines.factory import open_engine
+        from ponder.planning.pricing import load_prices
+        from ponder.server.service import ROLES_NEEDED
         from ponder.strategies.registry import get_strategy
 
         keys: list[str] = []
@@ -104,8 +132,13 @@ def serve(
                 raise InvalidRequestError(
                     f"--api-key-env {api_key_env}: that environment variable holds no key"
                 )
+        larger = escalation(engine, escalate_model, escalate_engine)
         if default_strategy is not None and default_strategy != "none":
             get_strategy(default_strategy)  # an unknown name fails now, not on every request
+            if default_strategy in ROLES_NEEDED and larger is None:
+                raise InvalidRequestError(
+                    f"--strategy {default_strategy} needs {ROLES_NEEDED[default_strategy][1]}"
+                )
         options: dict[str, Any] = {}
         if default_deadline_s is not None:
             options["default_deadline_s"] = default_deadline_s
@@ -116,6 +149,8 @@ def serve(
                 "max_running": max_running,
                 "max_waiting": max_waiting,
                 "max_body_bytes": max_body_bytes,
+                "max_deadline_s": max_deadline_s,
+                "prices": None if prices is None else load_prices(prices),
                 **options,
             }
         )
@@ -126,8 +161,12 @@ def serve(
                 for model in (models or (None,))
             ]
 
+        def open_larger() -> Engine:
+            assert larger is not None
+            return open_engine(*larger, n_threads=threads, n_ctx=n_ctx)
+
         logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-        app = create_app(open_engines, config)
+        app = create_app(open_engines, config, escalate=None if larger is None else open_larger)
         auth = f"API keys from ${api_key_env}" if keys else "no API key"
         click.echo(f"ponder serving on http://{host}:{port}/v1 ({auth})", err=True)
         uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)

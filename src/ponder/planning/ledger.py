@@ -166,6 +166,12 @@ class Ledger:
             self._entries.append(entry)
         return entry
 
+    def add(self, model: str, strategy: str, totals: Totals) -> None:
+        """Add sums counted elsewhere, without entries: a server tallies its many cheap
+        pass-through requests in plain numbers and adds them here when it reports."""
+        key = (model, strategy)
+        self._cells[key] = self._cells.get(key, Totals()) + totals
+
     @property
     def entries(self) -> tuple[LedgerEntry, ...]:
         """Every entry in order (empty when the ledger keeps sums only)."""

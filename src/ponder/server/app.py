@@ -1,9 +1,10 @@
 """The HTTP app: OpenAI-compatible routes over ponder's engines and strategies.
 
-`create_app(engines, config)` takes the engines to serve (instances, or a function that opens
-them, called at startup) and the server's settings. Engines are opened and their model names
-resolved at startup, and closed at shutdown; a fast stand-in engine (tests, the load test) plugs
-in the same way as the embedded or remote ones.
+`create_app(engines, config, escalate=...)` takes the engines to serve (instances, or a function
+that opens them, called at startup), the server's settings and, optionally, the larger model a
+`cascade` escalates to (given to every strategy run as `engines={"large": ...}`). Engines are
+opened and their model names resolved at startup, and closed at shutdown; a fast stand-in engine
+(tests, the load test) plugs in the same way as the embedded or remote ones.
 
 Routes: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models``,
 ``GET /v1/models/{model}``, ``GET /health`` (never authenticated, for load balancers),
@@ -34,7 +35,7 @@ from ponder.errors import PonderError
 from ponder.server.auth import check_key
 from ponder.server.config import ServerConfig
 from ponder.server.errors import ApiError, from_ponder_error
-from ponder.server.execution import MeteredEngine, answer_text, chosen_candidate
+from ponder.server.execution import Meter, answer_text, chosen_candidate
 from ponder.server.relay import relay_engine, relay_stream, relay_whole
 from ponder.server.schemas import (
     ChatCompletion,
@@ -58,6 +59,7 @@ from ponder.server.wire import (
     ponder_info,
     usage_out,
 )
+from ponder.strategies.cascade import LARGE
 from ponder.strategies.registry import strategies
 
 log = logging.getLogger("ponder.server")
@@ -71,7 +73,7 @@ OBSERVED = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text}
     for status, text in {
-        400: "malformed JSON, an unknown strategy or parameter, an unusable budget",
+        400: "malformed JSON, an unknown strategy or parameter, a bad or unreachable budget",
         401: "missing or wrong API key",
         404: "a model that is not served",
         413: "request body over the size limit",
@@ -83,7 +85,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(engines: EngineSource, config: ServerConfig | None = None) -> FastAPI:
+def create_app(
+    engines: EngineSource,
+    config: ServerConfig | None = None,
+    *,
+    escalate: Engine | Callable[[], Engine] | None = None,
+) -> FastAPI:
     """The app, ready for uvicorn (or httpx's ASGI transport, with its lifespan entered)."""
     settings = config or ServerConfig()
     state = ServerState(settings)
@@ -93,14 +100,17 @@ def create_app(engines: EngineSource, config: ServerConfig | None = None) -> Fas
         opened = await _open(engines)
         try:
             for engine in opened:
-                name = engine.model
-                if name in state.engines:
-                    raise ValueError(f"two engines serve the model name {name!r}")
-                state.engines[name] = engine
+                state.serve(engine)
+            if escalate is not None:
+                (large,) = await _open(escalate)
+                opened.append(large)
+                state.roles[LARGE] = large
+                log.info("cascades escalate to %s", large.model)
             log.info("serving %s", ", ".join(state.engines))
             yield
         finally:
             state.engines.clear()
+            state.roles.clear()
             await asyncio.gather(*(e.aclose() for e in opened), return_exceptions=True)
 
     app = FastAPI(
@@ -142,12 +152,15 @@ async def _open(source: EngineSource) -> list[Engine]:
 
 _DESCRIPTION = """\
 Choose a strategy in the model name (`self-consistency:8/MODEL`), in the body's `ponder` field
-(`{"strategy": ..., "params": {...}, "budget": {"max_samples", "max_tokens", "max_seconds"}}`) or
-in `X-Ponder-Strategy` / `X-Ponder-Params` / `X-Ponder-Budget` / `X-Ponder-Deadline-S` headers
-(precedence: header > body > model name > server default). Without one, the request passes
-straight through to the engine. Responses carry complete usage (every sample drawn, cancelled
-ones included), a `ponder` field with the votes and per-candidate usage, and `X-Ponder-*`
-headers. Streams report progress as SSE comments (`: ponder-progress {...}`).
+(`{"strategy": ..., "params": {...}, "budget": {"samples": 8, "tokens": 4000, "seconds": "10s",
+"usd": "$0.01"}}`) or in `X-Ponder-Strategy` / `X-Ponder-Params` / `X-Ponder-Budget`
+(`samples=8,seconds=10`) / `X-Ponder-Deadline-S` headers (precedence: header > body > model name >
+server default). Without one, the request passes straight through to the engine. Responses carry
+complete usage (every sample drawn, cancelled ones included), a `ponder` field with the votes,
+per-candidate usage, the budget limit that stopped the strategy (`stopped_by`) and its cost in
+dollars when the model has a price, and `X-Ponder-*` headers. Streams report progress as SSE
+comments (`: ponder-progress {...}`). `/metrics` adds the ledger's counters (`ponder_ledger_*`:
+tokens, samples, seconds and dollars by model and strategy).
 """
 
 
@@ -484,7 +497,7 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
     )
     async def metrics() -> PlainTextResponse:
         """Prometheus metrics (text exposition format 0.0.4)."""
-        return PlainTextResponse(state.metrics.render(), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(state.render_metrics(), media_type="text/plain; version=0.0.4")
 
 
 def _card(state: ServerState, name: str) -> ModelCard:
@@ -529,18 +542,16 @@ async def _respond(state: ServerState, job: Job, receive: Receive) -> Response:
             streaming = True  # the stream now owns the slot
             return response
         if job.selection.passthrough:
+            started = time.perf_counter()
             generation = await until_disconnect(receive, state.run_passthrough(job))
-            state.count("none", job.request.params.n, generation.usage)
+            state.record_passthrough(job, generation.usage, started)
             return JSONResponse(
                 passthrough_body(kind, job.id, job.created, job.model, generation),
                 headers=ponder_headers(None, generation.usage, job.request.params.n),
             )
-        metered = MeteredEngine(job.engine)
-        outcome = await until_disconnect(receive, state.run_strategy(job, metered))
+        outcome = await until_disconnect(receive, state.run_strategy(job, Meter()))
         result = outcome.result
-        state.count(result.strategy, result.samples, result.usage)
-        if outcome.deadline_reached:
-            state.metrics.deadlines.inc()
+        state.record_run(outcome)
         info = ponder_info(outcome, job.selection, queued)
         chosen = chosen_candidate(result)
         reason = finish_reason(chosen.finish_reason if chosen else "stop")

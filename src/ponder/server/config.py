@@ -4,11 +4,12 @@ protected against oversized bodies and unbounded queues."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from ponder.engines.types import SamplingParams
+from ponder.planning.pricing import HourlyPrice, TokenPrice
 
 
 class ServerConfig(BaseModel):
@@ -42,15 +43,25 @@ class ServerConfig(BaseModel):
         le=2,
         description="temperature when a request gives none (strategies need diverse samples)",
     )
-    default_deadline_s: float | None = Field(default=None, gt=0)
+    default_deadline_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="the deadline (budget max_seconds) of requests that give none",
+    )
     max_deadline_s: float | None = Field(
         default=3600.0, gt=0, description="longest deadline a request may ask for"
     )
     deadline_grace_s: float = Field(
         default=2.0,
         ge=0,
-        description="after the deadline, how long the strategy may take to answer from the "
-        "samples it has (cancelled ones end within a step) before it is stopped outright",
+        description="after the deadline, how long a strategy that has not answered (its engine "
+        "ignores cancellation, or it is busy with work that is not an engine request) may take "
+        "before it is stopped outright and the samples it has are voted on",
+    )
+    prices: dict[str, TokenPrice | HourlyPrice] | None = Field(
+        default=None,
+        description="price per served model (`ponder serve --prices FILE`), which must then name "
+        "every one; None: the embedded engine at the default machine cost, remote ones unpriced",
     )
     progress_interval_s: float = Field(
         default=0.5, gt=0, description="seconds between progress comments on a stream"
@@ -64,6 +75,15 @@ class ServerConfig(BaseModel):
     stream_chunk_chars: int = Field(
         default=24, ge=1, description="the chosen answer is streamed in pieces of about this size"
     )
+
+    @model_validator(mode="after")
+    def _default_deadline_allowed(self) -> Self:
+        default, most = self.default_deadline_s, self.max_deadline_s
+        if default is not None and most is not None and default > most:
+            raise ValueError(
+                f"the default deadline ({default:g}s) exceeds the longest allowed ({most:g}s)"
+            )
+        return self
 
     @field_validator("api_keys")
     @classmethod

@@ -1,15 +1,16 @@
-"""Running one request's work on the shared engine: a strategy under a deadline, with usage
+"""Running one request's work on the shared engine: a strategy under its budget, with usage
 counted for every sample it drew, and the text to answer with.
+
+The strategy runs through `run_strategy`, so its `Session` enforces the whole budget, the deadline
+(`max_seconds`) included: running samples are cancelled in time for the strategy to answer from
+what it has, and the result says which limit stopped it.
 
 Every engine request a strategy makes goes through a `MeteredEngine`, a thin proxy that keeps each
 request's handle and collects its final `Generation` even when the strategy stopped waiting for
-it (the deadline hit, the client left). That is how the server's usage stays complete: the
-session's own count covers finished requests only, while cancelled ones still cost tokens.
+it (the client left, the strategy was cut off). That is how the server's usage stays complete.
 
-The deadline works in two steps. At the deadline the proxy cancels every running sample and
-refuses new requests by raising `BudgetExhausted`, the signal a `Session` gives when a budget limit
-is reached, so each strategy answers from what it has along its own "best so far" path (cancelled
-samples end within a decoding step). If the strategy has not answered after a grace period, it is
+One thing the session cannot do is interrupt work that is not an engine request, or an engine
+that ignores cancellation. So if the strategy has not answered `grace_s` after its deadline, it is
 cancelled outright and the answer is a majority vote of the samples that came back.
 """
 
@@ -17,11 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ponder.answers import extract_answer, normalize_answer
-from ponder.budget import BudgetExhausted
+from ponder.budget import BudgetExhausted, Limit
 from ponder.engines.base import Engine, GenerationHandle
 from ponder.engines.types import (
     Completion,
@@ -32,49 +33,44 @@ from ponder.engines.types import (
     SamplingParams,
     Usage,
 )
+from ponder.planning.pricing import CountsPromptTokens, Price
 from ponder.server.selection import Selection
 from ponder.strategies.primitives import Question, group_answers, weighted_vote
-from ponder.strategies.registry import get_strategy
+from ponder.strategies.registry import run_strategy
 from ponder.strategies.result import Candidate, Result
-from ponder.strategies.session import Session
 
 SETTLE_S = 1.0
 """How long, at least, a stopped run waits for its cancelled requests to report their usage."""
 
 
-class MeteredEngine(Engine):
-    """Forwards to `inner`, recording every request, its handle and its final generation, and
-    counting progress (samples started and ended, tokens streamed) for progress reports."""
+class Meter:
+    """What one strategy run made its engines do: every request (whichever engine served it), its
+    handle and its final generation, and progress counts (samples started and ended, tokens
+    streamed) for progress reports. `engine(inner)` is the proxy a strategy draws through."""
 
-    def __init__(self, inner: Engine) -> None:
-        self.inner = inner
-        self.model = inner.model
-        self.capabilities = inner.capabilities
-        self.requests: list[GenerationRequest] = []
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, GenerationRequest]] = []
+        """(model, request) in the order they started."""
         self.handles: list[GenerationHandle] = []
         self.generations: dict[int, Generation] = {}
         self.failures: dict[int, BaseException] = {}
         self.samples_started = 0
         self.samples_ended = 0
         self.tokens_streamed = 0
-        self.stopped = False
         self.first_token = asyncio.Event()
         self._collectors: set[asyncio.Task[None]] = set()
 
-    def start(self, request: GenerationRequest) -> GenerationHandle:
-        if self.stopped:
-            # A deadline is a budget limit the session does not know about; refusing the way
-            # the session refuses at a limit sends the strategy down its best-so-far path.
-            raise BudgetExhausted("max_samples")
-        handle = self.inner.start(request)
+    def engine(self, inner: Engine) -> MeteredEngine:
+        return MeteredEngine(inner, self)
+
+    def track(self, model: str, request: GenerationRequest, handle: GenerationHandle) -> None:
         position = len(self.handles)
-        self.requests.append(request)
+        self.requests.append((model, request))
         self.handles.append(handle)
         self.samples_started += request.params.n
         task = asyncio.get_running_loop().create_task(self._collect(position, handle))
         self._collectors.add(task)
         task.add_done_callback(self._collectors.discard)
-        return handle
 
     async def _collect(self, position: int, handle: GenerationHandle) -> None:
         try:
@@ -90,9 +86,8 @@ class MeteredEngine(Engine):
         else:
             self.samples_ended += 1
 
-    def stop(self) -> None:
-        """Cancel every running sample and refuse new requests. Tokens stay counted."""
-        self.stopped = True
+    def cancel_running(self) -> None:
+        """Cancel every sample still running (the run is over). Tokens stay counted."""
         for handle in self.handles:
             if not handle.done:
                 handle.cancel()
@@ -124,13 +119,29 @@ class MeteredEngine(Engine):
         return found
 
 
+class MeteredEngine(Engine):
+    """Forwards to `inner`, recording every request in `meter`."""
+
+    def __init__(self, inner: Engine, meter: Meter) -> None:
+        self.inner = inner
+        self.meter = meter
+        self.model = inner.model
+        self.capabilities = inner.capabilities
+        if isinstance(inner, CountsPromptTokens):  # a dollar budget counts prompts exactly
+            self.tokenize_request = inner.tokenize_request
+
+    def start(self, request: GenerationRequest) -> GenerationHandle:
+        handle = self.inner.start(request)
+        self.meter.track(self.model, request, handle)
+        return handle
+
+
 @dataclass
 class Outcome:
     """A strategy's result with the server's complete accounting."""
 
     result: Result
-    metered: MeteredEngine
-    deadline_reached: bool
+    meter: Meter
     wall_s: float
     warnings: list[str] = field(default_factory=list)
 
@@ -138,101 +149,115 @@ class Outcome:
     def usage(self) -> Usage:
         return self.result.usage
 
+    @property
+    def deadline_reached(self) -> bool:
+        return self.result.stopped_by == "max_seconds"
 
-async def run_with_deadline(
-    metered: MeteredEngine,
+
+async def run_selected(
+    meter: Meter,
+    engine: Engine,
     question: Question,
     selection: Selection,
     sampling: SamplingParams,
     *,
-    deadline_s: float | None,
+    price: Price | None,
+    engines: Mapping[str, Engine],
     grace_s: float,
 ) -> Outcome:
-    """Run the selected strategy through `metered` (see the module docstring for the deadline).
-    Errors the strategy raises propagate; cancelling this coroutine cancels all the work."""
+    """Run the selected strategy on `engine` under the selection's budget, priced at `price`,
+    with `engines` as its further engines by role, every request recorded in `meter` (see the
+    module docstring for the deadline). Errors the strategy raises propagate (a budget it cannot
+    meet is refused before anything is spent); cancelling this coroutine cancels all the work."""
     assert selection.strategy is not None and selection.params is not None
-    strategy = get_strategy(selection.strategy)
-    session = Session(
-        metered,
-        strategy=strategy.name,
-        budget=selection.budget,
-        sampling=sampling,
-        on_event=metered.observe,
-    )
+    deadline = selection.budget.max_seconds
     started = time.perf_counter()
     task: asyncio.Future[Result] = asyncio.ensure_future(
-        strategy.run(session, question, selection.params)
+        run_strategy(
+            selection.strategy,
+            meter.engine(engine),
+            question,
+            selection.params,
+            budget=selection.budget,
+            sampling=sampling,
+            on_event=meter.observe,
+            price=price,
+            engines={role: meter.engine(extra) for role, extra in engines.items()},
+        )
     )
-    deadline_reached = False
     result: Result | None = None
+    stopped_by: Limit | None = None
     try:
-        done, _ = await asyncio.wait({task}, timeout=deadline_s)
-        if not done:
-            deadline_reached = True
-            metered.stop()
-            done, _ = await asyncio.wait({task}, timeout=max(grace_s, 0.001))
-            if not done:
-                task.cancel()
-                await asyncio.wait({task})
+        done, _ = await asyncio.wait(
+            {task}, timeout=None if deadline is None else deadline + grace_s
+        )
+        if not done:  # the session's deadline did not end it: cut it off
+            stopped_by = "max_seconds"
+            task.cancel()
+            await asyncio.wait({task})
         if not task.cancelled():
             try:
                 result = task.result()
-            except BudgetExhausted:
-                result = None
+            except BudgetExhausted as exc:  # a strategy that did not catch its session's signal
+                stopped_by = exc.limit
     finally:
         if not task.done():  # this coroutine was cancelled: the client left
             task.cancel()
-        metered.stop()
+        meter.cancel_running()
     # Cancelled samples end within a decoding step; give their final usage a moment to arrive.
-    await metered.settle(max(grace_s, SETTLE_S))
+    await meter.settle(max(grace_s, SETTLE_S))
     wall = time.perf_counter() - started
     warnings: list[str] = []
     if result is None:
-        result = partial_result(session, metered, wall)
+        result = partial_result(selection.strategy, engine.model, meter, wall, stopped_by)
         warnings.append(
             f"the strategy had not answered when it was stopped after {wall:.2f}s; the answer is "
             f"a majority vote of the {len(result.candidates)} samples drawn by then"
         )
-    if metered.unsettled:
+    if meter.unsettled:
         warnings.append(
-            f"{metered.unsettled} engine request(s) did not report their usage in time; their "
+            f"{meter.unsettled} engine request(s) did not report their usage in time; their "
             "tokens are missing from usage"
         )
-    # The session counted finished requests; the proxy also counted ones cancelled mid-flight.
-    usage = metered.usage
+    # The session counted the requests it saw end; the proxy also those it stopped waiting for.
+    usage = meter.usage
     if usage.completion_tokens < result.usage.completion_tokens:  # never report less
         usage = result.usage
+    cost = result.cost_usd
+    if price is not None:
+        cost = price.cost(usage.prompt_tokens, usage.completion_tokens, result.latency_s)
     result = result.model_copy(
         update={
             "usage": usage,
-            "samples": max(result.samples, metered.samples_started),
-            "warnings": [*result.warnings, *metered.warnings(), *warnings],
+            "cost_usd": cost,
+            "samples": max(result.samples, meter.samples_started),
+            "warnings": [*result.warnings, *meter.warnings(), *warnings],
         }
     )
-    return Outcome(result, metered, deadline_reached, wall, warnings)
+    return Outcome(result, meter, wall, warnings)
 
 
-def partial_result(session: Session, metered: MeteredEngine, wall_s: float) -> Result:
+def partial_result(
+    strategy: str, model: str, meter: Meter, wall_s: float, stopped_by: Limit | None
+) -> Result:
     """A result from whatever samples came back: a majority vote of their extracted answers."""
-    completions = metered.completions()
+    completions = meter.completions()
     candidates = [
         Candidate.from_completion(c, extract_answer(c.text), i) for i, c in enumerate(completions)
     ]
     answer, votes = weighted_vote(group_answers([c.answer for c in candidates]))
     total = sum(votes.values())
     return Result(
-        strategy=session.strategy,
-        model=metered.model,
+        strategy=strategy,
+        model=model,
         answer=answer,
         vote_share=votes.get(answer, 0.0) / total if answer is not None and total else 0.0,
         votes=votes,
         candidates=candidates,
-        usage=metered.usage,
+        usage=meter.usage,
         latency_s=wall_s,
-        samples=metered.samples_started,
-        stopped_by=session.stopped_by,
-        warnings=list(session.warnings),
-        trace=list(session.trace),
+        samples=meter.samples_started,
+        stopped_by=stopped_by,
     )
 
 

@@ -11,11 +11,11 @@ by the engine's own `build_body`, so defaults and field mapping are the same on 
 
 What a client gets is what the upstream said (its id, model name and fields), with:
 
-* usage as the upstream reported it, counted in the metrics and, for a whole response, in the
-  ``X-Ponder-*`` headers; a stream asks the upstream for usage always and passes the usage chunk
-  on only when the client asked for it (``stream_options.include_usage``). An upstream that
-  streams no usage (llama.cpp's) gets the engine path's estimate: one token per chunk with text,
-  prompt tokens unknown (0);
+* usage as the upstream reported it, counted in the metrics and the ledger (in plain numbers,
+  `ponder.server.accounting`) and, for a whole response, in the ``X-Ponder-*`` headers; a stream
+  asks the upstream for usage always and passes the usage chunk on only when the client asked
+  for it (``stream_options.include_usage``). An upstream that streams no usage (llama.cpp's)
+  gets the engine path's estimate: one token per chunk with text, prompt tokens unknown (0);
 * an upstream failure before its answer starts as a 502/504 with the cause (retries and URL
   choice are the engine's), and one after a stream started as an ``{"error": ...}`` event;
 * a response that every sample failed (finish reason ``error``/``abort``) as a 502, like the
@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -64,8 +65,9 @@ def relay_engine(job: Job) -> RemoteEngine | None:
 
 async def relay_whole(state: ServerState, job: Job, engine: RemoteEngine, receive: Any) -> Response:
     """One whole completion, passed on as the upstream sent it."""
+    started = time.perf_counter()
     body, usage = await until_disconnect(receive, _fetch(engine, job))
-    state.count("none", 1, usage)
+    state.record_passthrough(job, usage, started)
     return Response(body, media_type="application/json", headers=ponder_headers(None, usage, 1))
 
 
@@ -92,6 +94,7 @@ async def relay_stream(
     state: ServerState, job: Job, engine: RemoteEngine, slot: Slot, receive: Any
 ) -> StreamingResponse:
     """The upstream's events as they arrive, from the moment it answered with a 2xx."""
+    started = time.perf_counter()
     upstream = contextlib.AsyncExitStack()
     try:
         answer = await until_disconnect(
@@ -129,19 +132,19 @@ async def relay_stream(
                             usage = Usage(completion_tokens=streamed)
                             if job.include_usage:
                                 out.append(sse(usage_chunk(head, usage)))
-                        state.count("none", 1, usage)
+                        state.record_passthrough(job, usage, started)
                         yield "".join(out) + _DONE
                         await answer.drain()
                         return
                     if out:
                         yield "".join(out)
-                state.count("none", 1, usage or Usage(completion_tokens=streamed))
+                state.record_passthrough(job, usage or Usage(completion_tokens=streamed), started)
                 error = BackendResponseError(
                     f"the stream from {answer.url} ended before [DONE]; the server may have crashed"
                 )
                 yield error_event(error, state) + _DONE
         except EngineError as exc:  # the upstream failed mid-stream
-            state.count("none", 1, usage or Usage(completion_tokens=streamed))
+            state.record_passthrough(job, usage or Usage(completion_tokens=streamed), started)
             yield error_event(exc, state) + _DONE
         finally:
             slot.release()

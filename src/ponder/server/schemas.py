@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ponder.budget import Limit
 from ponder.engines.types import Message
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
@@ -32,10 +33,12 @@ class PonderOptions(BaseModel):
         "'none' passes the request straight through",
     )
     params: dict[str, Any] | None = Field(default=None, description="the strategy's parameters")
-    budget: dict[str, int | float] | None = Field(
+    budget: dict[str, int | float | str] | None = Field(
         default=None,
-        description="max_samples, max_tokens (all samples together) and max_seconds (a "
-        "deadline: the best answer found by then is returned)",
+        description="limits, short or long names: samples (max_samples), tokens (max_tokens, all "
+        "samples together), seconds (max_seconds, a deadline: the best answer found by then is "
+        "returned; 10, '500ms', '2m') and usd (max_usd, dollars at the model's price; 0.01 or "
+        "'$0.01')",
     )
 
 
@@ -165,6 +168,7 @@ class EngineRequestOut(BaseModel):
     """One engine request the strategy made: its samples and what they cost together (prompt
     tokens are counted per request, not per sample, which is what the engine processed)."""
 
+    model: str = Field(description="the model that served it (a cascade's escalations differ)")
     n: int
     prompt_tokens: int
     completion_tokens: int
@@ -182,8 +186,14 @@ class PonderInfo(BaseModel):
     vote_share: float
     votes: dict[str, float]
     samples: int
-    stopped_by: str | None = Field(description="max_samples, max_tokens or deadline")
-    deadline_reached: bool
+    stopped_by: Limit | None = Field(
+        description="the budget limit that ended the strategy: max_samples, max_tokens, "
+        "max_seconds (the deadline) or max_usd; null when it finished on its own"
+    )
+    deadline_reached: bool = Field(description="whether the deadline (max_seconds) ended it")
+    cost_usd: float | None = Field(
+        default=None, description="dollars at the model's price; null when no price is known"
+    )
     candidates: list[CandidateOut]
     requests: list[EngineRequestOut]
     usage: UsageOut

@@ -14,23 +14,27 @@ precedence first:
 Rules. The strategy is named by the highest source that names one (``none`` names pass-through
 explicitly). Parameters are merged key by key, higher sources winning, from every source that
 names that same strategy or names none; a lower source's parameters for a *different* strategy are
-dropped, since they would not fit. Budget limits are merged key by key from every source. ARGS is
-a comma-separated list of ``key=value`` pairs, and a bare integer first stands for ``n``:
-``self-consistency:8,group_by=exact``. Values given as text are converted by the strategy's own
-parameter model, exactly as ``ponder ask --param`` does.
+dropped, since they would not fit. Budget limits are merged key by key from every source, higher
+sources winning. ARGS is a comma-separated list of ``key=value`` pairs, and a bare integer first
+stands for ``n``: ``self-consistency:8,group_by=exact``. Values given as text are converted by the
+strategy's own parameter model, exactly as ``ponder ask --param`` does.
+
+Budgets are `ponder.budget.Budget`s, written as everywhere else: the body's ``budget`` is a mapping
+(``{"samples": 8, "seconds": "500ms", "usd": "$0.01"}``, short or long names), the
+``X-Ponder-Budget`` header the text form (``samples=8,seconds=500ms``) or that JSON object. The
+deadline is the budget's ``max_seconds``: ``X-Ponder-Deadline-S`` (seconds, or ``500ms``) overrides
+every source's, the server's default applies when none gives one, and none may exceed the
+server's maximum. The strategy's session enforces it; a pass-through request is cut off at it.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
-
-from ponder.budget import Budget
+from ponder.budget import Budget, BudgetError
 from ponder.errors import InvalidRequestError
 from ponder.strategies.registry import StrategyParams, get_strategy
 
@@ -42,7 +46,9 @@ HEADER_PARAMS = "x-ponder-params"
 HEADER_BUDGET = "x-ponder-budget"
 HEADER_DEADLINE = "x-ponder-deadline-s"
 
-BUDGET_KEYS = ("max_samples", "max_tokens", "max_seconds")
+_UNLIMITED = Budget()
+STRATEGY_LIMITS = ("max_samples", "max_tokens", "max_usd")
+"""Limits only a strategy's session can enforce; a pass-through request may have a deadline only."""
 
 
 class SelectionError(InvalidRequestError):
@@ -60,23 +66,27 @@ class Choice:
 
     strategy: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
-    budget: Mapping[str, Any] = field(default_factory=dict)
+    budget: Budget | None = None
     source: str = ""
 
 
 @dataclass(frozen=True)
 class Selection:
-    """The resolved choice. `strategy` None means pass-through; `source` says who chose it."""
+    """The resolved choice. `strategy` None means pass-through; `source` says who chose it. The
+    budget's `max_seconds` is the request's deadline, whichever source set it."""
 
     strategy: str | None
     params: StrategyParams | None
     budget: Budget
-    deadline_s: float | None
     source: str
 
     @property
     def passthrough(self) -> bool:
         return self.strategy is None
+
+    @property
+    def deadline_s(self) -> float | None:
+        return self.budget.max_seconds
 
 
 def parse_args(text: str, where: str) -> dict[str, str]:
@@ -145,12 +155,14 @@ def header_choice(headers: Mapping[str, str]) -> tuple[Choice, float | None]:
         params.update(args)
     if HEADER_PARAMS in headers:
         params.update(parse_mapping(headers[HEADER_PARAMS], "X-Ponder-Params"))
-    budget = {}
+    budget = None
     if HEADER_BUDGET in headers:
-        budget = parse_mapping(headers[HEADER_BUDGET], "X-Ponder-Budget")
+        budget = parse_budget(headers[HEADER_BUDGET], "X-Ponder-Budget")
     deadline = None
     if HEADER_DEADLINE in headers:
-        deadline = parse_seconds(headers[HEADER_DEADLINE], "X-Ponder-Deadline-S")
+        deadline = parse_budget(
+            {"max_seconds": headers[HEADER_DEADLINE]}, "X-Ponder-Deadline-S"
+        ).max_seconds
     return Choice(strategy=strategy, params=params, budget=budget, source="header"), deadline
 
 
@@ -164,19 +176,22 @@ def body_choice(
         name, args = parse_strategy_spec(strategy, "ponder.strategy")
         merged.update(args)
     merged.update(params or {})
-    return Choice(strategy=name, params=merged, budget=dict(budget or {}), source="body")
+    parsed = None if budget is None else parse_budget(budget, "ponder.budget")
+    return Choice(strategy=name, params=merged, budget=parsed, source="body")
 
 
-def parse_seconds(value: object, where: str) -> float:
+def parse_budget(value: str | Mapping[str, Any], where: str) -> Budget:
+    """A budget from text (``samples=8,seconds=500ms``, or a JSON object) or a mapping; a bad one
+    raises `SelectionError` with `BudgetError`'s line, naming `where` it came from."""
     try:
-        seconds = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise SelectionError(
-            f"{where}: expected a number of seconds, got {value!r}", where
-        ) from None
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise SelectionError(f"{where}: must be a positive number of seconds, got {value!r}", where)
-    return seconds
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("{"):
+                return Budget.from_mapping(parse_mapping(text, where))
+            return Budget.parse(text)
+        return Budget.from_mapping(value)
+    except BudgetError as exc:
+        raise SelectionError(f"{where}: {str(exc).removeprefix('budget: ')}", where) from exc
 
 
 def resolve(
@@ -204,45 +219,28 @@ def resolve(
         if choice.params and choice.strategy in (None, named):
             params.update(choice.params)
             param_source = choice.source
-    budget_raw: dict[str, Any] = {}
-    budget_source = ""
-    for choice in reversed(ranked):
-        if choice.budget:
-            budget_raw.update(choice.budget)
-            budget_source = choice.source
-    where_params = _where(param_source, "params")
-    where_budget = _where(budget_source, "budget")
+    limits: dict[str, Any] = {}
+    limit_source: dict[str, str] = {}
+    for choice in reversed(ranked):  # each source's budget is already valid on its own
+        if choice.budget is not None:
+            for limit, value in choice.budget.model_dump(exclude_none=True).items():
+                limits[limit] = value
+                limit_source[limit] = choice.source
+    where_params = where_of(param_source, "params")
 
-    deadline_raw = budget_raw.pop("max_seconds", None)
-    deadline = (
-        header_deadline
-        if header_deadline is not None
-        else parse_seconds(deadline_raw, where_budget)
-        if deadline_raw is not None
-        else default_deadline
-    )
+    where_deadline = where_of(limit_source.get("max_seconds", "default"), "budget")
+    if header_deadline is not None:
+        limits["max_seconds"], where_deadline = header_deadline, "X-Ponder-Deadline-S"
+    elif "max_seconds" not in limits and default_deadline is not None:
+        limits["max_seconds"] = default_deadline
+    deadline = limits.get("max_seconds")
     if deadline is not None and max_deadline is not None and deadline > max_deadline:
-        where = "X-Ponder-Deadline-S" if header_deadline is not None else where_budget
         raise SelectionError(
-            f"{where}: a deadline of {deadline:g}s exceeds this server's limit of "
+            f"{where_deadline}: a deadline of {deadline:g}s exceeds this server's limit of "
             f"{max_deadline:g}s",
-            where,
+            where_deadline,
         )
-    unknown = sorted(set(budget_raw) - set(BUDGET_KEYS))
-    if unknown:
-        raise SelectionError(
-            f"{where_budget}: unknown budget limit(s) {', '.join(map(repr, unknown))}; "
-            f"known: {', '.join(BUDGET_KEYS)}",
-            where_budget,
-        )
-    try:
-        budget = Budget.model_validate(budget_raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})"
-            for e in exc.errors()
-        )
-        raise SelectionError(f"{where_budget}: {problems}", where_budget) from exc
+    budget = Budget.model_validate(limits) if limits else _UNLIMITED
 
     if name is None:
         if params:
@@ -251,15 +249,18 @@ def resolve(
                 "(name one in the model, ponder.strategy or X-Ponder-Strategy)",
                 where_params,
             )
-        if budget.max_samples is not None or budget.max_tokens is not None:
+        given = [limit for limit in STRATEGY_LIMITS if limit in limits]
+        if given:
+            where_budget = where_of(limit_source[given[0]], "budget")
             raise SelectionError(
-                f"{where_budget}: max_samples and max_tokens budget a strategy, and this request "
-                "passes straight through; limit its length with max_tokens instead",
+                f"{where_budget}: {', '.join(given)} budget a strategy, and this request passes "
+                "straight through (only a deadline, max_seconds, applies); limit its length with "
+                "max_tokens instead, or name a strategy",
                 where_budget,
             )
-        return Selection(None, None, budget, deadline, source)
+        return Selection(None, None, budget, source)
 
-    where_strategy = _where(source, "strategy")
+    where_strategy = where_of(source, "strategy")
     try:
         strategy = get_strategy(name)
     except InvalidRequestError as exc:
@@ -268,10 +269,10 @@ def resolve(
         parsed = strategy.parse_params(params)
     except InvalidRequestError as exc:
         raise SelectionError(f"{where_params or where_strategy}: {exc}", where_params) from exc
-    return Selection(strategy.name, parsed, budget, deadline, source)
+    return Selection(strategy.name, parsed, budget, source)
 
 
-def _where(source: str, part: str) -> str:
+def where_of(source: str, part: str) -> str:
     """The name a client sees for where a part of the choice came from."""
     return {
         "header": {

@@ -19,10 +19,12 @@ from ponder.engines.base import Engine
 from ponder.engines.remote import RemoteEngine
 from ponder.engines.types import Generation, GenerationRequest, SamplingParams, Usage
 from ponder.errors import EngineError
+from ponder.planning.pricing import Price, engine_price
+from ponder.server.accounting import Accounts
 from ponder.server.admission import Admission
 from ponder.server.config import ServerConfig
 from ponder.server.errors import ApiError
-from ponder.server.execution import MeteredEngine, Outcome, run_with_deadline
+from ponder.server.execution import Meter, Outcome, run_selected
 from ponder.server.metrics import Metrics
 from ponder.server.schemas import ChatCompletionRequest, CompletionRequest
 from ponder.server.selection import (
@@ -32,12 +34,18 @@ from ponder.server.selection import (
     header_choice,
     resolve,
     split_model_name,
+    where_of,
 )
 from ponder.server.wire import Kind, completion_error
+from ponder.strategies.cascade import LARGE
 from ponder.strategies.primitives import Question
 from ponder.strategies.registry import strategies
+from ponder.strategies.result import Result
 
 T = TypeVar("T")
+
+ROLES_NEEDED = {"cascade": (LARGE, "--escalate-model M [--escalate-engine URL]")}
+"""Strategies that need a further engine: (its role, the `ponder serve` flags that open it)."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,11 @@ class ServerState:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.engines: dict[str, Engine] = {}
+        self.prices: dict[str, Price | None] = {}
+        """Each served model's price (`engine_price` with the config's price table)."""
+        self.roles: dict[str, Engine] = {}
+        """Further engines every strategy run gets, by role ("large": a cascade's)."""
+        self.accounts = Accounts()
         self.admission = Admission(config.max_running, config.max_waiting)
         self.metrics = Metrics(
             running=lambda: self.admission.running, waiting=lambda: self.admission.waiting
@@ -74,6 +87,15 @@ class ServerState:
     def relays(self) -> bool:
         """Whether a served engine is remote, so that some pass-through can be relayed."""
         return any(isinstance(e, RemoteEngine) for e in self.engines.values())
+
+    def serve(self, engine: Engine) -> None:
+        """Serve `engine` under its model name, priced (a price file that lacks it fails here,
+        at startup, rather than leave it unpriced)."""
+        name = engine.model
+        if name in self.engines:
+            raise ValueError(f"two engines serve the model name {name!r}")
+        self.prices[name] = engine_price(engine, self.config.prices)
+        self.engines[name] = engine
 
     # --- planning ----------------------------------------------------------------------------
     def engine_for(self, name: str) -> Engine:
@@ -134,6 +156,7 @@ class ServerState:
             wants_logprobs = body.logprobs is not None
             top_logprobs = body.logprobs or 0
         if not selection.passthrough:
+            self._check_runnable(selection, engine)
             if body.n != 1:
                 raise ApiError(
                     400,
@@ -189,14 +212,36 @@ class ServerState:
             include_usage=bool(body.stream_options and body.stream_options.include_usage),
         )
 
+    def _check_runnable(self, selection: Selection, engine: Engine) -> None:
+        """Refuse, before queueing, a strategy that needs an engine this server did not open, or
+        a dollar budget for a model it has no price for."""
+        assert selection.strategy is not None
+        needed = ROLES_NEEDED.get(selection.strategy)
+        if needed is not None and needed[0] not in self.roles:
+            role, flags = needed
+            raise ApiError(
+                400,
+                f"{selection.strategy} needs a {role} model to escalate to, and this server has "
+                f"none: start it with `ponder serve {flags}`",
+                param=where_of(selection.source, "strategy"),
+            )
+        if selection.budget.max_usd is not None and self.prices.get(engine.model) is None:
+            raise ApiError(
+                400,
+                f"budget: max_usd needs a price for model {engine.model!r}, and this server has "
+                "none for it: start it with `ponder serve --prices FILE`",
+            )
+
     # --- running ---------------------------------------------------------------------------
-    async def run_strategy(self, job: Job, metered: MeteredEngine) -> Outcome:
-        return await run_with_deadline(
-            metered,
+    async def run_strategy(self, job: Job, meter: Meter) -> Outcome:
+        return await run_selected(
+            meter,
+            job.engine,
             job.question,
             job.selection,
             job.sampling,
-            deadline_s=job.selection.deadline_s,
+            price=self.prices.get(job.engine.model),
+            engines=self.roles,
             grace_s=self.config.deadline_grace_s,
         )
 
@@ -217,10 +262,32 @@ class ServerState:
             raise EngineError(failed.error or "the engine failed every sample")
         return generation
 
-    def count(self, strategy: str, samples: int, usage: Usage) -> None:
+    # --- accounting --------------------------------------------------------------------------
+    def record_run(self, outcome: Outcome) -> None:
+        """A strategy run's cost, in the metrics and the ledger."""
+        result: Result = outcome.result
+        self._count(result.strategy, result.samples, result.usage)
+        if outcome.deadline_reached:
+            self.metrics.deadlines.inc()
+        self.accounts.record(result)
+
+    def record_passthrough(self, job: Job, usage: Usage, started: float) -> None:
+        """A pass-through request's cost (`started`: its `time.perf_counter()` when it was sent),
+        in the metrics and the ledger: a few dict updates, as the relay path needs."""
+        n = job.request.params.n
+        self._count("none", n, usage)
+        model = job.engine.model
+        seconds = time.perf_counter() - started
+        self.accounts.record_passthrough(model, usage, n, seconds, self.prices.get(model))
+
+    def _count(self, strategy: str, samples: int, usage: Usage) -> None:
         self.metrics.samples.inc(strategy, by=samples)
         self.metrics.tokens.inc("prompt", by=usage.prompt_tokens)
         self.metrics.tokens.inc("completion", by=usage.completion_tokens)
+
+    def render_metrics(self) -> str:
+        """`/metrics`: the server's own metrics, then the ledger's counters."""
+        return self.metrics.render() + self.accounts.render()
 
 
 class ClientGone(Exception):

@@ -37,7 +37,7 @@ from ponder.engines.types import SampleDelta, SampleEvent, SampleFinished
 from ponder.errors import EngineError, PonderError
 from ponder.server.admission import Slot
 from ponder.server.errors import ApiError, from_ponder_error
-from ponder.server.execution import MeteredEngine, Outcome, answer_text, chosen_candidate
+from ponder.server.execution import Meter, Outcome, answer_text, chosen_candidate
 from ponder.server.service import Job, ServerState, until_disconnect
 from ponder.server.wire import (
     completion_error,
@@ -87,11 +87,11 @@ async def strategy_stream(
     state: ServerState, job: Job, slot: Slot, queued_s: float, receive: Any
 ) -> StreamingResponse:
     """Start the strategy, wait for its first token (or its failure), then stream."""
-    metered = MeteredEngine(job.engine)
-    task = asyncio.get_running_loop().create_task(state.run_strategy(job, metered))
+    meter = Meter()
+    task = asyncio.get_running_loop().create_task(state.run_strategy(job, meter))
     cleanup = _Cleanup(task.cancel, slot.release)
     try:
-        await until_disconnect(receive, _first(task, metered, state.config.first_event_wait_s))
+        await until_disconnect(receive, _first(task, meter, state.config.first_event_wait_s))
         if task.done() and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]
     except BaseException:
@@ -111,9 +111,9 @@ async def strategy_stream(
                     yield sse_comment(
                         "ponder-progress",
                         {
-                            "samples_started": metered.samples_started,
-                            "samples_ended": metered.samples_ended,
-                            "completion_tokens": metered.tokens_streamed,
+                            "samples_started": meter.samples_started,
+                            "samples_ended": meter.samples_ended,
+                            "completion_tokens": meter.tokens_streamed,
                             "elapsed_s": round(time.perf_counter() - started, 3),
                         },
                     )
@@ -124,9 +124,7 @@ async def strategy_stream(
                 return
             outcome: Outcome = task.result()
             info = ponder_info(outcome, job.selection, queued_s)
-            state.count(outcome.result.strategy, outcome.result.samples, outcome.usage)
-            if outcome.deadline_reached:
-                state.metrics.deadlines.inc()
+            state.record_run(outcome)
             text = answer_text(outcome.result)
             chosen = chosen_candidate(outcome.result)
             if job.kind == "chat":
@@ -151,8 +149,8 @@ async def strategy_stream(
     return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-async def _first(task: asyncio.Task[Outcome], metered: MeteredEngine, wait_s: float) -> None:
-    token = asyncio.ensure_future(metered.first_token.wait())
+async def _first(task: asyncio.Task[Outcome], meter: Meter, wait_s: float) -> None:
+    token = asyncio.ensure_future(meter.first_token.wait())
     try:
         await asyncio.wait({task, token}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -166,6 +164,7 @@ async def passthrough_stream(
     state: ServerState, job: Job, slot: Slot, receive: Any
 ) -> StreamingResponse:
     """Relay the engine's deltas as chunks, with usage last when asked for."""
+    started = time.perf_counter()
     handle = job.engine.start(job.request)  # a request the engine rejects fails here, as a 4xx
     queue: asyncio.Queue[object] = asyncio.Queue()
     pump = asyncio.get_running_loop().create_task(_pump(handle, queue))
@@ -224,7 +223,7 @@ async def passthrough_stream(
                 except TimeoutError:
                     item = None
             generation = await handle.result()
-            state.count("none", job.request.params.n, generation.usage)
+            state.record_passthrough(job, generation.usage, started)
             failed = completion_error(generation)
             if failed is not None:
                 error = EngineError(failed.error or "the engine failed")

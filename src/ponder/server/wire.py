@@ -102,19 +102,19 @@ def passthrough_body(
 
 def ponder_info(outcome: Outcome, selection: Selection, queued_s: float) -> PonderInfo:
     result = outcome.result
-    metered = outcome.metered
-    stopped_by = "deadline" if outcome.deadline_reached else result.stopped_by
+    meter = outcome.meter
     requests = []
-    for position, request in enumerate(metered.requests):
-        generation = metered.generations.get(position)
+    for position, (model, request) in enumerate(meter.requests):
+        generation = meter.generations.get(position)
         requests.append(
             EngineRequestOut(
+                model=model,
                 n=request.params.n,
                 prompt_tokens=generation.usage.prompt_tokens if generation else 0,
                 completion_tokens=generation.usage.completion_tokens if generation else 0,
                 finish_reasons=[c.finish_reason for c in generation.completions]
                 if generation
-                else ["error" if position in metered.failures else "unknown"],
+                else ["error" if position in meter.failures else "unknown"],
             )
         )
     return PonderInfo(
@@ -126,8 +126,9 @@ def ponder_info(outcome: Outcome, selection: Selection, queued_s: float) -> Pond
         vote_share=result.vote_share,
         votes=result.votes,
         samples=result.samples,
-        stopped_by=stopped_by,
+        stopped_by=result.stopped_by,
         deadline_reached=outcome.deadline_reached,
+        cost_usd=result.cost_usd,
         candidates=[
             CandidateOut(
                 index=c.index,
@@ -164,6 +165,8 @@ def ponder_headers(info: PonderInfo | None, usage: Usage, samples: int) -> dict[
         headers["X-Ponder-Queued-S"] = f"{info.queued_s:.3f}"
         if info.stopped_by:
             headers["X-Ponder-Stopped-By"] = info.stopped_by
+        if info.cost_usd is not None:
+            headers["X-Ponder-Cost-USD"] = f"{info.cost_usd:.8f}"
     return headers
 
 
