@@ -3,6 +3,7 @@ same as SQLite run stores for the CLI and the report."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -151,7 +152,9 @@ def write_store(
     ids: Sequence[str] | None = None,
     fingerprint: str = "fp",
 ) -> Path:
-    """The items of `kinds` as a complete run store (the first `samples` samples of each)."""
+    """The items of `kinds` as a complete run store (the first `samples` samples of each). The
+    samples of an item decode together, item after item, each taking `latency` seconds: the
+    run's machine time is `latency` per item (`ponder.bench.machine_time`)."""
     ids = [f"q{i}" for i in range(len(kinds))] if ids is None else list(ids)
     items = tuple(
         Item(
@@ -203,4 +206,24 @@ def write_store(
                     )
                 )
             store.set_prompt_tokens(i, 10)
+    finish_items_in_turn(path, latency)
     return path
+
+
+FIRST_FINISH = 1.8e9
+"""When a synthetic run's first item finished (epoch seconds)."""
+
+
+def finish_items_in_turn(path: Path, latency: float, gap: float = 0.0) -> None:
+    """Stored finish times for a run whose items decode one after another, all of an item's
+    samples together: item i finishes at FIRST_FINISH + i x (its latency + `gap`) (`gap`: idle
+    time between items)."""
+    db = sqlite3.connect(path)
+    try:
+        with db:
+            db.execute(
+                "UPDATE samples SET created_at = ? + item_index * ?",
+                (FIRST_FINISH, latency + gap),
+            )
+    finally:
+        db.close()

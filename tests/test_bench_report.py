@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from ponder.bench.items import DatasetSpec, Item
+from ponder.bench.machine_time import measure
 from ponder.bench.replay import available_strategies
 from ponder.bench.report import (
     COST_TOLERANCE,
@@ -47,6 +48,7 @@ from ponder.planning.pricing import (
 from ponder.strategies.result import Candidate
 from ponder.verifiers.confidence import group_confidences
 from ponder.verifiers.self_certainty import SelfCertaintyVerifier
+from tests.plan_runs import KINDS, finish_items_in_turn, write_store
 
 WINDOW = 4
 SAMPLES = 4
@@ -344,8 +346,12 @@ def test_the_report_holds_every_strategy_at_every_n_and_the_live_results(tmp_pat
     assert report.items_used == 2 and report.runs[0].items_complete == 2
     assert report.runs[0].prompt_tokens == pytest.approx(10.5)
     majority = next(row for row in replayed if row.strategy == "majority" and row.n == 4)
-    # Cost at the default machine price: measured seconds x $/hour.
-    assert majority.cost_usd == pytest.approx(majority.latency_s * DEFAULT_USD_PER_HOUR / 3600)
+    # Cost at the default machine price: the machine time of the tokens x $/hour.
+    with RunStore.open_readonly(run) as store:
+        per_token = store.machine_time().seconds_per_token
+    assert per_token is not None and report.runs[0].machine_seconds_per_token == per_token
+    usd_per_token = per_token * DEFAULT_USD_PER_HOUR / 3600
+    assert majority.cost_usd == pytest.approx(majority.tokens * usd_per_token)
     oracle = [row for row in replayed if row.strategy == "pass@k"]
     assert all(row.oracle and not row.pareto for row in oracle)
     assert any(row.pareto for row in report.rows)
@@ -354,7 +360,7 @@ def test_the_report_holds_every_strategy_at_every_n_and_the_live_results(tmp_pat
     assert (point.strategy, point.n, point.items) == (live.label, None, 2)
     assert point.accuracy == 0.5 and point.ci_low <= 0.5 <= point.ci_high
     assert (point.tokens, point.latency_s, point.samples) == (40.5, 2.0, 3.0)
-    assert point.cost_usd == pytest.approx(2.0 * DEFAULT_USD_PER_HOUR / 3600)
+    assert point.cost_usd == pytest.approx(40.5 * usd_per_token)
 
     written = write_report(report, out)
     assert {path.name for path in written} == {"report.md", "summary.json", *PLOTS.values()}
@@ -475,3 +481,52 @@ def test_costs_follow_a_token_price_file(tmp_path: Path) -> None:
         assert row.cost_usd == pytest.approx(want)
     assert f"--prices {prices}" in report.command
     assert math.isfinite(report.budgets[0].best["cost"].budget)  # type: ignore[union-attr]
+    assert report.runs[0].machine_seconds_per_token is None
+    assert "machine" not in report.runs[0].price  # type: ignore[operator]
+
+
+# --- machine time -----------------------------------------------------------------------------
+
+
+def test_machine_time_is_the_time_some_sample_was_in_flight() -> None:
+    # Samples in flight over [0, 10], [2, 12], [11, 20]; the run stops and is resumed for
+    # [1000, 1010] and [1005, 1008]: 30 s of sampling, 980 s left out.
+    machine = measure(
+        [10.0, 12.0, 20.0, 1010.0, 1008.0], [10.0, 10.0, 9.0, 10.0, 3.0], [100, 200, 300, 50, 50]
+    )
+    assert (machine.tokens, machine.pauses) == (700, 1)
+    assert machine.active_s == pytest.approx(30.0) and machine.idle_s == pytest.approx(980.0)
+    assert machine.seconds_per_token == pytest.approx(30.0 / 700)
+    assert measure([], [], []).seconds_per_token is None
+
+
+def test_an_hourly_price_charges_the_machine_time_of_the_tokens(tmp_path: Path) -> None:
+    """16 samples of equal length decoded together take one sample's latency, but 16 times the
+    machine: under an hourly price N = 16 costs 16 x N = 1, while the latency stays one
+    sample's. Pauses between items (the run stopped and resumed) are not charged."""
+    run = write_store(tmp_path / "run.db", [KINDS["easy"]] * 3, latency=2.0)
+    finish_items_in_turn(run, 2.0, gap=600.0)
+    with RunStore.open_readonly(run) as store:
+        machine = store.machine_time()
+    assert (machine.tokens, machine.pauses) == (3 * 16 * 100, 2)
+    assert machine.active_s == pytest.approx(6.0) and machine.idle_s == pytest.approx(1200.0)
+    per_token = 6.0 / 4800
+    report = build_report([run], strategies=["majority"], orderings=3)
+    by_n = {row.n: row for row in report.rows}
+    for n, row in by_n.items():
+        assert row.latency_s == pytest.approx(2.0)
+        assert row.cost_usd == pytest.approx(
+            (n or 0) * 100 * per_token * DEFAULT_USD_PER_HOUR / 3600
+        )
+    assert by_n[16].cost_usd == pytest.approx(16 * (by_n[1].cost_usd or 0.0))
+    budgets = [tier.best["cost"] for tier in report.budgets]
+    assert budgets[-1] is not None and budgets[0] is not None
+    assert budgets[-1].budget == pytest.approx(16 * budgets[0].budget)
+    assert report.runs[0].machine_seconds_per_token == pytest.approx(per_token)
+    markdown = render_markdown(report)
+    assert (
+        "tiny: $0.1 / hour of machine time; the run generated 800 tokens/s over 0.00167 h of "
+        "active sampling (0.33 h in 2 pauses with no sample in flight"
+    ) in markdown
+    assert "a generated token costs 0.00125 machine-seconds" in markdown
+    assert "the machine time its generated tokens took" in markdown

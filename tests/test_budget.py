@@ -21,6 +21,7 @@ from ponder.strategies.registry import run_strategy
 from ponder.strategies.result import Candidate, Score
 from ponder.strategies.session import Session
 from ponder.verifiers.base import Verifier
+from ponder.verifiers.llm_judge import LLMJudgeVerifier
 from tests.scripted_engine import ScriptedEngine
 
 LONG = " ".join(["7"] * 300)  # 300 tokens, whose partial text always answers 7
@@ -289,6 +290,36 @@ async def test_unreachable_dollar_budgets_are_refused_before_anything_is_spent()
     with pytest.raises(BudgetError, match="max_usd needs a price for model 'scripted'"):
         await run_strategy("self-consistency", engine, "Q?", budget=Budget(max_usd=1))
     assert engine.requests == []
+
+
+async def test_a_judge_model_is_priced_at_its_own_price() -> None:
+    engine = ScriptedEngine(["The answer is 2."], prompt_tokens=10)
+    judge = ScriptedEngine(["Yes"], prompt_tokens=10)
+    judge.model = "judge"
+    judge_price = TokenPrice(input_usd_per_mtok=1e3, output_usd_per_mtok=1e5)  # $0.001, $0.1
+    result = await run_strategy(
+        "best-of-n",
+        engine,
+        "Q?",
+        {"n": 2, "verifier": "llm-judge"},
+        verifiers={"llm-judge": LLMJudgeVerifier(engine=judge)},
+        prices={"scripted": PER_TOKEN, "judge": judge_price},
+    )
+    assert len(judge.requests) == 2 and result.samples == 4
+    sampled = 10 * 0.001 + 2 * 4 * 0.01  # one request of two 4-token samples
+    judged = 2 * (10 * 0.001 + 1 * 0.1)  # two one-token verdicts
+    assert result.cost_usd == pytest.approx(sampled + judged)
+    with pytest.raises(BudgetError, match="model 'judge' \\(the judge's model\\)"):
+        await run_strategy(
+            "best-of-n",
+            engine,
+            "Q?",
+            {"n": 2, "verifier": "llm-judge"},
+            verifiers={"llm-judge": LLMJudgeVerifier(engine=judge)},
+            price=PER_TOKEN,
+            budget=Budget(max_usd=1),
+        )
+    assert len(engine.requests) == 1 and len(judge.requests) == 2  # refused before spending
 
 
 # --- the real model -------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from ponder.bench.report import CASCADE, PlannerOptions, build_report, render_markdown
-from ponder.budget import Budget
+from ponder.budget import Budget, BudgetError
 from ponder.cli import main
 from ponder.engines.embedded import EmbeddedEngine
 from ponder.engines.types import SamplingParams
@@ -28,7 +28,15 @@ from ponder.planning.cascade import (
 )
 from ponder.planning.outcomes import PlanError, PlanRun
 from ponder.planning.policy import load_cascade_policy, save_policy
-from ponder.planning.pricing import TokenPrice
+from ponder.planning.pricing import (
+    DEFAULT_USD_PER_HOUR,
+    HourlyPrice,
+    PriceError,
+    TokenPrice,
+    estimate_prompt_tokens,
+)
+from ponder.planning.runs import load_run
+from ponder.server.execution import answer_text
 from ponder.strategies.registry import run_strategy
 from tests.conftest import TEST_HOME
 from tests.plan_runs import Kind, plan_run, replay_data, write_store
@@ -190,6 +198,35 @@ def test_the_report_adds_the_cascade_and_checks_its_target(tmp_path: Path) -> No
     assert same.exit_code == 1 and "two different models" in same.output
 
 
+def test_the_cascade_is_costed_in_machine_time(tmp_path: Path) -> None:
+    """Both runs priced by the hour: each model's tokens cost its run's machine-seconds per token
+    (small: 12 items x 1 s over 12 x 4 x 50 tokens; large: 12 x 8 s over 12 x 4 x 1000), in the
+    report, in the cascade fit and in the target's cost ratio."""
+    small, large = stores(tmp_path)
+    usd_per_second = DEFAULT_USD_PER_HOUR / 3600
+    per_token = {"tiny": 12 * 1.0 / (12 * 4 * 50), "big": 12 * 8.0 / (12 * 4 * 1000)}
+    loaded = load_run(large)
+    assert loaded.price == TokenPrice(
+        input_usd_per_mtok=0.0, output_usd_per_mtok=usd_per_second * per_token["big"] * 1e6
+    )
+    table = cascade_table(load_run(small), loaded, orderings=3)
+    assert table.cost_unit == "usd"
+    assert np.allclose(table.large.cost[2], 2 * 1000 * per_token["big"] * usd_per_second)
+    report = build_report(
+        [small, large], strategies=["majority"], orderings=10, planner=PlannerOptions(cascade=True)
+    )
+    for row in (r for r in report.rows if r.strategy == "majority"):
+        want = row.tokens * per_token[row.run] * usd_per_second
+        assert row.cost_usd == pytest.approx(want)
+    (cascade,) = [r for r in report.rows if r.strategy == CASCADE]
+    assert cascade.cost_usd is not None
+    best = next(r for r in report.rows if r.run == "big" and r.strategy == "majority" and r.n == 1)
+    assert best.cost_usd == pytest.approx(1000 * per_token["big"] * usd_per_second)
+    assert best.cost_usd is not None
+    (check,) = [c for c in report.targets if "cascade" in c.target]
+    assert f"at {cascade.cost_usd / best.cost_usd:.0%} of the cost" in check.detail
+
+
 # --- the live strategy ---------------------------------------------------------------------------
 
 
@@ -294,6 +331,104 @@ async def test_bad_set_ups_are_clear_errors(tmp_path: Path) -> None:
         )
 
 
+SMALL_PRICE = TokenPrice(input_usd_per_mtok=1e3, output_usd_per_mtok=1e4)  # $0.001 in, $0.01 out
+LARGE_PRICE = TokenPrice(input_usd_per_mtok=1e4, output_usd_per_mtok=1e5)  # $0.01 in, $0.1 out
+PRICES = {"scripted": SMALL_PRICE, "big": LARGE_PRICE}
+
+
+async def test_each_model_is_priced_at_its_own_price() -> None:
+    small, large = engines([boxed("1"), boxed("2")], [boxed("8")])  # 2 tokens a sample
+    result = await run_strategy(
+        "cascade", small, "Q?", {"probe": 2, "samples": 3}, engines={"large": large}, prices=PRICES
+    )
+    assert len(large.requests) == 1 and result.usage.prompt_tokens == 10 + 10
+    small_part = 10 * 0.001 + 2 * 2 * 0.01
+    large_part = 10 * 0.01 + 3 * 2 * 0.1
+    assert result.cost_usd == pytest.approx(small_part + large_part)
+    # Unescalated, only the small model's price counts.
+    sure, unused = engines([boxed("7")], [boxed("8")])
+    alone = await run_strategy(
+        "cascade", sure, "Q?", {"probe": 2}, engines={"large": unused}, prices=PRICES
+    )
+    assert not unused.requests and alone.cost_usd == pytest.approx(small_part)
+
+
+async def test_an_hourly_large_model_is_charged_the_seconds_it_ran() -> None:
+    small, large = engines([boxed("1"), boxed("2")], [" ".join(["8"] * 20)])
+    large.step_s = 0.005
+    result = await run_strategy(
+        "cascade",
+        small,
+        "Q?",
+        {"probe": 2, "samples": 2},
+        engines={"large": large},
+        prices={
+            "scripted": TokenPrice(input_usd_per_mtok=0, output_usd_per_mtok=0),
+            "big": HourlyPrice(usd_per_hour=3600),  # $1 a second
+        },
+    )
+    assert result.answer == "8" and result.cost_usd is not None
+    # the large model's requests ran for part of the run, never longer than the whole run
+    assert 0 < result.cost_usd <= result.latency_s
+
+
+async def test_a_dollar_budget_caps_the_large_request_at_the_large_price() -> None:
+    small, large = engines([boxed("1"), boxed("2")], [" ".join(["8"] * 50)])
+    cap = 0.35
+    result = await run_strategy(
+        "cascade",
+        small,
+        "Q?",
+        {"probe": 2, "samples": 3},
+        engines={"large": large},
+        prices=PRICES,
+        budget=Budget(max_usd=cap),
+    )
+    probe_cost = 10 * 0.001 + 4 * 0.01
+    prompt, _ = estimate_prompt_tokens(large, large.requests[0])
+    # the dollars left after the probe buy this many tokens at the large model's price
+    assert large.requests[0].params.max_tokens == int((cap - probe_cost - prompt * 0.01) / 0.1)
+    assert result.stopped_by == "max_usd"
+    assert result.cost_usd is not None and result.cost_usd >= cap
+
+
+async def test_a_dollar_budget_needs_a_price_for_every_engine() -> None:
+    small, large = engines([boxed("1"), boxed("2")], [boxed("8")])
+    with pytest.raises(BudgetError, match="max_usd needs a price for model 'big' \\(the 'large'"):
+        await run_strategy(
+            "cascade",
+            small,
+            "Q?",
+            engines={"large": large},
+            price=SMALL_PRICE,
+            budget=Budget(max_usd=1),
+        )
+    with pytest.raises(PriceError, match="no entry for model 'big'"):
+        await run_strategy(
+            "cascade", small, "Q?", engines={"large": large}, prices={"scripted": SMALL_PRICE}
+        )
+    assert not small.requests and not large.requests  # refused before anything was spent
+    # Without a dollar budget an unpriced large model leaves the cost unknown, and says so.
+    result = await run_strategy(
+        "cascade", small, "Q?", {"probe": 2}, engines={"large": large}, price=SMALL_PRICE
+    )
+    assert large.requests and result.cost_usd is None
+    assert any("model 'big' ('large' engine) has no price" in w for w in result.warnings)
+
+
+async def test_an_escalated_answer_is_told_in_the_large_models_words() -> None:
+    # The small model's first sample already says 8; the reply must be the large model's.
+    small, large = engines([boxed("8"), boxed("2")], ["large: \\boxed{8}", "large: \\boxed{9}"])
+    result = await run_strategy(
+        "cascade", small, "Q?", {"probe": 2, "samples": 3}, engines={"large": large}
+    )
+    assert result.answer == "8" and result.voters == [2, 3, 4]
+    assert answer_text(result) == "large: \\boxed{8}"
+    sure, spare = engines([boxed("7")], [boxed("8")])
+    alone = await run_strategy("cascade", sure, "Q?", {"probe": 2}, engines={"large": spare})
+    assert alone.voters is None and answer_text(alone) == boxed("7")
+
+
 @pytest.fixture(scope="module")
 def engine(smollm2_path: Path) -> Iterator[EmbeddedEngine]:
     engine = EmbeddedEngine(smollm2_path, n_ctx=2048, max_sequences=4)
@@ -316,6 +451,8 @@ async def test_cascade_on_the_model(engine: EmbeddedEngine) -> None:
     assert [s.step for s in result.trace] == ["probe", "route", "escalate", "vote"]
     assert result.usage.completion_tokens == sum(c.completion_tokens for c in result.candidates)
     assert result.usage.completion_tokens == sum(s.tokens for s in result.trace)
+    # one model on both sides: its machine is charged once, for the run's wall time
+    assert result.cost_usd == pytest.approx(result.latency_s * DEFAULT_USD_PER_HOUR / 3600)
 
 
 @pytest.mark.model

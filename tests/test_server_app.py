@@ -10,6 +10,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,14 +20,21 @@ from fastapi import FastAPI
 from ponder.engines.base import Engine, GenerationHandle
 from ponder.engines.types import Generation, GenerationRequest, Message
 from ponder.errors import BackendTimeoutError, BackendUnavailableError, ContextOverflowError
+from ponder.planning.cascade import fit_cascade
+from ponder.planning.policy import PolicyError, save_policy
 from ponder.planning.pricing import PriceError, TokenPrice
 from ponder.server.app import create_app
 from ponder.server.config import ServerConfig
 from ponder.server.service import ServerState
+from tests.plan_runs import Kind, plan_run, replay_data
 from tests.scripted_engine import ScriptedEngine
 
 QUESTION = [{"role": "user", "content": "What is 2+2?"}]
 VOTES = ["so \\boxed{4}", "maybe \\boxed{5}", "surely \\boxed{4}"]
+SMALL_EASY = Kind([0, 0, 0, 0], 50, 9.0)
+SMALL_HARD = Kind([1, 2, 3, 4], 50, 9.0)
+LARGE_RIGHT = Kind([0, 0, 0, 0], 1000, 9.0)
+"""Fitting data for a cascade policy (as in test_cascade.py)."""
 
 
 class SpyEngine(Engine):
@@ -758,6 +766,107 @@ async def test_a_cascade_escalates_to_the_servers_larger_model() -> None:
     assert ponder["samples"] == 5 and len(large.requests) == 1
     assert body["usage"]["completion_tokens"] == 2 * 1 + 3 * 2  # both models' samples count
     assert ledger_line(metrics, "samples", "cascade", model="big") == 5
+
+
+@asynccontextmanager
+async def cascade_server(
+    small: Engine, large: Engine, **settings: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(small, ServerConfig(**settings), escalate=lambda: large)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+async def test_an_escalated_reply_is_the_large_models_text_and_price() -> None:
+    # The small model's first sample already says 4: the reply is still the large model's.
+    small = ScriptedEngine(["\\boxed{4}", "\\boxed{5}"])
+    large = named(ScriptedEngine(["large: \\boxed{4}"]), "big")
+    prices = {
+        "scripted": TokenPrice(input_usd_per_mtok=1e3, output_usd_per_mtok=1e4),
+        "big": TokenPrice(input_usd_per_mtok=1e4, output_usd_per_mtok=1e5),
+    }
+    async with cascade_server(small, large, prices=prices) as client:
+        reply = await client.post(
+            "/v1/chat/completions",
+            json=chat(ponder={"strategy": "cascade", "params": {"probe": 2, "samples": 2}}),
+        )
+        metrics = (await client.get("/metrics")).text
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["choices"][0]["message"]["content"] == "large: \\boxed{4}"
+    # 10 prompt + 2 x 1 tokens at the small price, 10 prompt + 2 x 2 at the large one
+    cost = (10 * 0.001 + 2 * 0.01) + (10 * 0.01 + 4 * 0.1)
+    assert body["ponder"]["cost_usd"] == pytest.approx(cost)
+    assert ledger_line(metrics, "usd", "cascade", model="big") == pytest.approx(cost)
+
+
+async def test_an_unpriced_large_model_refuses_only_dollar_budgeted_cascades() -> None:
+    small = ScriptedEngine(VOTES)
+    large = named(ScriptedEngine(["so \\boxed{7}"]), "big")
+    prices = {"scripted": PRICES["scripted"], "big": PRICES["scripted"]}
+    app = create_app(small, ServerConfig(prices=prices), escalate=lambda: large)
+    async with app.router.lifespan_context(app):
+        state_of(app).prices["big"] = None  # as an unpriced remote model would be
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            budget = {"usd": 1}
+            voted = await client.post(
+                "/v1/chat/completions",
+                json=chat(ponder={"strategy": "self-consistency:3", "budget": budget}),
+            )
+            cascade = await client.post(
+                "/v1/chat/completions", json=chat(ponder={"strategy": "cascade", "budget": budget})
+            )
+    assert voted.status_code == 200, voted.text  # the large model is not this strategy's
+    assert cascade.status_code == 400
+    assert "max_usd needs a price for model 'big'" in cascade.json()["error"]["message"]
+    assert not large.requests
+
+
+def cascade_policy(tmp_path: Path) -> Path:
+    """A fitted cascade policy: probe 2 samples by vote share, escalate to 1 large sample."""
+    small = plan_run(replay_data([SMALL_EASY] * 10 + [SMALL_HARD] * 10, confidence=False))
+    large = plan_run(replay_data([LARGE_RIGHT] * 20), model="big")
+    path = tmp_path / "cascade.json"
+    save_policy(fit_cascade(small, large, orderings=5), path)
+    return path
+
+
+async def test_the_operators_cascade_policy_rules_and_requests_may_not_name_files(
+    tmp_path: Path,
+) -> None:
+    path = cascade_policy(tmp_path)
+    small = ScriptedEngine(["\\boxed{4}", "\\boxed{5}"])
+    large = named(ScriptedEngine(["so \\boxed{7}"]), "big")
+    async with cascade_server(small, large, cascade_policy=path) as client:
+        ruled = await client.post("/v1/chat/completions", json=chat("cascade/scripted"))
+        named_file = await client.post(
+            "/v1/chat/completions",
+            json=chat(ponder={"strategy": "cascade", "params": {"policy": str(path)}}),
+        )
+        in_header = await client.post(
+            "/v1/chat/completions",
+            json=chat(),
+            headers={"X-Ponder-Strategy": "auto", "X-Ponder-Params": "policy=/etc/passwd"},
+        )
+    assert ruled.status_code == 200, ruled.text
+    assert [r.params.n for r in small.requests] == [2] and [r.params.n for r in large.requests] == [
+        1
+    ]
+    assert ruled.json()["ponder"]["params"]["policy"] == str(path)
+    for refused, param in ((named_file, "ponder.params"), (in_header, "X-Ponder-Params")):
+        assert refused.status_code == 400, refused.text
+        error = refused.json()["error"]
+        assert "a request may not name a policy file" in error["message"]
+        assert "--cascade-policy FILE" in error["message"] and error["param"] == param
+    assert len(small.requests) == 1  # the refused requests drew nothing
+
+
+async def test_an_operators_policy_of_the_wrong_kind_fails_at_startup(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match="is a cascade policy"):
+        create_app(ScriptedEngine(VOTES), ServerConfig(auto_policy=cascade_policy(tmp_path)))
 
 
 # --- security and limits -------------------------------------------------------------------

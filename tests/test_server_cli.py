@@ -86,14 +86,20 @@ def test_prices_and_the_escalation_model_are_opened_at_startup(
     monkeypatch.setattr("ponder.engines.factory.open_engine", open_engine)
     monkeypatch.setattr("uvicorn.run", run)
     prices = tmp_path / "prices.json"
-    prices.write_text(json.dumps({"small": {"usd_per_hour": 0.5}}))
+    prices.write_text(json.dumps({"small": {"usd_per_hour": 0.5}, "big": {"usd_per_hour": 2.0}}))
     args = ["serve", "-m", "small", "--prices", str(prices), "--max-deadline", "60"]
     larger = ["--escalate-model", "big", "--escalate-engine", "http://big.test/v1"]
     result = CliRunner().invoke(main, [*args, *larger])
     assert result.exit_code == 0, result.output
     assert opened == [("local", "small"), ("http://big.test/v1", "big")]
     assert seen["roles"] == {"large": "big"}
-    assert seen["prices"] == {"small": HourlyPrice(usd_per_hour=0.5)}
+    assert seen["prices"] == {
+        "small": HourlyPrice(usd_per_hour=0.5),
+        "big": HourlyPrice(usd_per_hour=2.0),  # the escalation model is priced too
+    }
+    prices.write_text(json.dumps({"small": {"usd_per_hour": 0.5}}))
+    missing = CliRunner().invoke(main, [*args, *larger])
+    assert missing.exit_code == 1 and "no entry for model 'big'" in missing.output
 
     opened.clear()
     assert (
@@ -112,6 +118,8 @@ def test_prices_and_the_escalation_model_are_opened_at_startup(
         (["--prices", "no-such-prices.json"], "No such price file: no-such-prices.json"),
         (["--deadline", "100", "--max-deadline", "10"], "the default deadline (100s) exceeds"),
         (["--strategy", "cascade"], "--strategy cascade needs --escalate-model M"),
+        (["--policy", "no-such-policy.json"], "No such policy file: no-such-policy.json"),
+        (["--cascade-policy", "cascade.json"], "--cascade-policy needs --escalate-model M"),
     ],
 )
 def test_bad_flags_fail_cleanly(started: dict[str, Any], args: list[str], message: str) -> None:

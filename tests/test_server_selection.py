@@ -29,6 +29,7 @@ def choose(
     body: dict[str, Any] | None = None,
     model: str = "m",
     default: Choice | None = None,
+    policies: dict[str, str] | None = None,
     **limits: float | None,
 ) -> Selection:
     header_c, header_deadline = header_choice(header or {})
@@ -40,6 +41,7 @@ def choose(
         model=model_c,
         default=default or Choice(source="default"),
         header_deadline=header_deadline,
+        policies=policies,
         **limits,
     )
 
@@ -300,3 +302,51 @@ def test_errors_name_their_source(kwargs: dict[str, Any], message: str, param: s
         choose(**kwargs)
     assert message in str(caught.value)
     assert caught.value.param == param
+
+
+# --- policy files are the operator's ------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kwargs", "param"),
+    [
+        ({"body": body("auto", params={"policy": "/etc/passwd"})}, "ponder.params"),
+        ({"body": body("cascade:policy=/etc/passwd")}, "ponder.params"),
+        (
+            {"header": {"x-ponder-strategy": "cascade", "x-ponder-params": "policy=/etc/passwd"}},
+            "X-Ponder-Params",
+        ),
+        (
+            {"header": {"x-ponder-params": '{"policy": "/etc/passwd"}'}, "body": body("auto")},
+            "X-Ponder-Params",
+        ),
+        ({"model": "auto:policy=policy.json/m"}, "model"),
+    ],
+)
+def test_a_request_may_not_name_a_policy_file(kwargs: dict[str, Any], param: str) -> None:
+    with pytest.raises(SelectionError) as caught:
+        choose(**kwargs, policies={"auto": "/srv/auto.json"})
+    assert "a request may not name a policy file" in str(caught.value)
+    assert "ponder serve` auto: --policy FILE and cascade: --cascade-policy FILE" in str(
+        caught.value
+    )
+    assert caught.value.param == param
+
+
+def test_the_operators_policies_apply() -> None:
+    policies = {"auto": "/srv/auto.json", "cascade": "/srv/cascade.json"}
+
+    def params(**kwargs: Any) -> dict[str, Any]:
+        chosen = choose(**kwargs).params
+        assert chosen is not None
+        return chosen.model_dump()
+
+    assert params(body=body("auto"), policies=policies)["policy"] == "/srv/auto.json"
+    assert params(model="cascade/m", policies=policies)["policy"] == "/srv/cascade.json"
+    # A cascade request that gives its own rule follows it instead.
+    own = params(model="cascade:probe=2,threshold=0.5/m", policies=policies)
+    assert own["policy"] is None and own["probe"] == 2
+    assert "policy" not in params(model="self-consistency/m", policies=policies)
+    # Without operator policies the strategies' defaults apply; the operator's own default
+    # parameters may name a file.
+    assert params(body=body("auto"))["policy"] is None
+    default = Choice(strategy="auto", params={"policy": "/srv/other.json"}, source="default")
+    assert params(default=default)["policy"] == "/srv/other.json"

@@ -5,8 +5,9 @@ Every strategy that only chooses among independent samples is replayed from the 
 (`ponder.bench.replay`) at N = 1, 2, 4, ... S; strategies that had to generate appear as the
 single points `ponder bench live` measured on the same items. Each point is an accuracy (with a
 95 % bootstrap interval over items) at a cost measured three ways: completion tokens, latency
-and dollars (`ponder.planning.pricing`). The Pareto frontier on each axis answers "which strategy
-for this budget"; pass@k is drawn as the oracle ceiling it is, never on the frontier.
+and dollars (`ponder.planning.pricing`; a machine priced by the hour charges the machine time
+the tokens took, `ponder.bench.machine_time`). The Pareto frontier on each axis answers "which
+strategy for this budget"; pass@k is drawn as the oracle ceiling it is, never on the frontier.
 
 Only items whose S samples are all stored are used, so a report of a run still being sampled is
 exact for the items it covers and says how many of how many those are; several runs (two models,
@@ -32,12 +33,13 @@ from pydantic import BaseModel, ConfigDict
 
 from ponder import __version__
 from ponder.bench.estimators import bootstrap_ci, expected_max, powers_of_two
+from ponder.bench.machine_time import run_price
 from ponder.bench.replay import NO_TRACES_NOTE, ReplayData, replay
 from ponder.bench.store import LiveResult, RunConfig, RunStore
 from ponder.engines.factory import LOCAL
 from ponder.errors import InvalidRequestError
 from ponder.planning.policy import AutoPolicy
-from ponder.planning.pricing import DEFAULT_USD_PER_HOUR, Price, TokenPrice, price_for
+from ponder.planning.pricing import DEFAULT_USD_PER_HOUR, HourlyPrice, Price, price_for
 from ponder.verifiers.confidence import group_confidences
 from ponder.verifiers.self_certainty import confidence_score, mean_logprob_score
 
@@ -89,7 +91,8 @@ class ReportError(InvalidRequestError):
 class ReportRow(BaseModel):
     """One point: a replayed strategy at N samples, or a live config. Costs are means per item:
     `tokens` generated, `latency_s` measured seconds, `samples` drawn, `cost_usd` at the run's
-    price (None: no price known). `pareto` lists the axes on whose frontier the point lies."""
+    price (None: no price known; an hourly price charges the machine time of the tokens, see
+    `ponder.bench.machine_time`). `pareto` lists the axes on whose frontier the point lies."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -139,6 +142,9 @@ class RunInfo(BaseModel):
     """Mean prompt tokens per used item (None: not recorded)."""
     price: str | None
     """The price applied, in words (None: unpriced)."""
+    machine_seconds_per_token: float | None = None
+    """Under an hourly price, the run's measured machine seconds per generated token: what an
+    item's generated tokens are charged (None: not priced by the hour)."""
 
 
 class BudgetPick(BaseModel):
@@ -589,15 +595,19 @@ def _build(
         index_of = {item_id: i for i, item_id in enumerate(run.item_ids)}
         used = [index_of[item_id] for item_id in used_ids]
         loaded = _load(run.store, window, used)
-        price = price_for(run.config.model, local=run.config.engine == LOCAL, prices=prices)
+        given = price_for(run.config.model, local=run.config.engine == LOCAL, prices=prices)
+        priced = run_price(run.store, given)
+        price = priced.price
         if reference is None:
             reference = (loaded.data, loaded.prompt_tokens, price)
         notes += loaded.notes
-        if price is None:
+        if given is None:
             notes.append(
                 f"{run.label}: no price for a model on a remote server; give --prices for its cost"
             )
-        elif loaded.prompt_tokens is None and isinstance(price, TokenPrice):
+        elif priced.note is not None:
+            notes.append(priced.note)
+        elif loaded.prompt_tokens is None and not isinstance(given, HourlyPrice):
             notes.append(f"{run.label}: prompt tokens were not recorded; input tokens cost 0")
         replayed = replay(
             loaded.data,
@@ -650,7 +660,10 @@ def _build(
                 items_complete=len(run.complete),
                 samples_stored=stored,
                 prompt_tokens=loaded.prompt_tokens,
-                price=None if price is None else price.describe(),
+                price=priced.description,
+                machine_seconds_per_token=(
+                    None if priced.machine is None else priced.machine.seconds_per_token
+                ),
             )
         )
     if any(row.note == NO_TRACES_NOTE for row in rows):
@@ -958,6 +971,13 @@ def _header(report: Report) -> list[str]:
             if report.prices_file
             else f" (no --prices: the default machine cost, ${report.default_usd_per_hour:g} / "
             "hour of a small 2-core machine, for local models)"
+        )
+        + (
+            ". A machine priced by the hour charges an item the machine time its generated "
+            "tokens took (its tokens x the run's machine-seconds per token), not its latency: "
+            "the samples decoded together share the machine"
+            if any(run.machine_seconds_per_token is not None for run in report.runs)
+            else ""
         ),
         "",
         "| run | model | engine | samples / item | items used / complete / in run | samples "

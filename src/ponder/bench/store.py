@@ -38,6 +38,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from ponder.bench.items import DatasetSpec, Item
+from ponder.bench.machine_time import MachineTime, measure
 from ponder.budget import Budget
 from ponder.engines.types import FinishReason
 from ponder.errors import InvalidRequestError
@@ -457,6 +458,17 @@ class RunStore:
         for i, j, confidence, logprob in rows:
             if wanted is None or i in wanted:
                 yield i, j, _floats(confidence), _floats(logprob)
+
+    def machine_time(self) -> MachineTime:
+        """The run's active sampling time and the tokens generated in it, from when its samples
+        started and finished (`ponder.bench.machine_time.measure`): its machine time per token."""
+        rows = np.array(
+            self._db.execute(
+                "SELECT created_at, latency_s, completion_tokens FROM samples"
+            ).fetchall(),
+            dtype=np.float64,
+        ).reshape(-1, 3)
+        return measure(rows[:, 0], rows[:, 1], rows[:, 2])
 
     def prompt_tokens(self) -> list[int | None]:
         rows = self._db.execute("SELECT prompt_tokens FROM items ORDER BY item_index")

@@ -205,7 +205,7 @@ async def _run(
                 sampling=plan.sampling,
                 on_event=live.update if live else None,
                 verifiers=verifiers,
-                price=price,
+                prices=plan.prices,
                 engines=engines,
             )
         return result, price

@@ -681,7 +681,8 @@ def _live_report(run_file: Path, run: RunConfig, summary: LiveSummary) -> None:
     type=click.Path(path_type=Path),
     default=None,
     help="JSON/TOML file: model -> {input_usd_per_mtok, output_usd_per_mtok} or {usd_per_hour} "
-    f"(default: local models at ${DEFAULT_USD_PER_HOUR:g}/hour of measured latency).",
+    f"(default: local models at ${DEFAULT_USD_PER_HOUR:g}/hour); an hourly price charges the "
+    "machine time of each item's generated tokens, at the run's measured seconds per token.",
 )
 @click.option(
     "--orderings",

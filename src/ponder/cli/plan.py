@@ -199,7 +199,8 @@ def _objective_flags(objective: Objective) -> list[str]:
     "--prices",
     type=click.Path(path_type=Path),
     default=None,
-    help="Price file (as `ponder bench report`); default: local models by measured seconds.",
+    help="Price file (as `ponder bench report`); default: local models by the hour, charged "
+    "the machine time of the generated tokens.",
 )
 @click.option("--orderings", default=DEFAULT_ORDERINGS, show_default=True)
 @click.option("--window", default=DEFAULT_WINDOW, show_default=True)

@@ -77,6 +77,21 @@ from ponder.errors import InvalidRequestError, MissingDependencyError
     "costs in responses and /metrics, and usd budgets; default: the embedded engine at the "
     "default machine cost per hour, a remote one unpriced.",
 )
+@click.option(
+    "--policy",
+    "auto_policy",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="The auto strategy's policy file (`ponder plan fit`); default: the shipped one. "
+    "Requests may not name a policy file.",
+)
+@click.option(
+    "--cascade-policy",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="The cascade's policy file (`ponder plan fit-cascade`); default: the cascade's own "
+    "rule, which requests may set.",
+)
 @escalate_options
 @click.option("--threads", default=None, type=int, help="llama.cpp threads (default: all cores).")
 @click.option("--n-ctx", default=None, type=int, help="Embedded engine KV cache size (tokens).")
@@ -100,6 +115,8 @@ def serve(
     default_deadline_s: float | None,
     max_deadline_s: float,
     prices: Path | None,
+    auto_policy: Path | None,
+    cascade_policy: Path | None,
     escalate_model: str | None,
     escalate_engine: str | None,
     threads: int | None,
@@ -139,6 +156,10 @@ def serve(
                 raise InvalidRequestError(
                     f"--strategy {default_strategy} needs {ROLES_NEEDED[default_strategy][1]}"
                 )
+        if cascade_policy is not None and larger is None:
+            raise InvalidRequestError(
+                f"--cascade-policy needs {ROLES_NEEDED['cascade'][1]} (the model it escalates to)"
+            )
         options: dict[str, Any] = {}
         if default_deadline_s is not None:
             options["default_deadline_s"] = default_deadline_s
@@ -151,6 +172,8 @@ def serve(
                 "max_body_bytes": max_body_bytes,
                 "max_deadline_s": max_deadline_s,
                 "prices": None if prices is None else load_prices(prices),
+                "auto_policy": auto_policy,
+                "cascade_policy": cascade_policy,
                 **options,
             }
         )

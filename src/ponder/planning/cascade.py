@@ -6,8 +6,9 @@ majority of m samples answers instead. Both models' costs count on an escalated 
 The fit searches k, m, the feature and the threshold over two runs that share items (replayed
 along random orderings of each model's samples, independently) for the cheapest cascade whose
 accuracy reaches `target` x the large model's self-consistency accuracy at its best N, on the
-same rows. Costs are dollars at each run's price (per token, or per measured second on a
-machine of your own, where the larger model's slower samples cost more), or tokens when a run is
+same rows. Costs are dollars at each run's price (per token, or, on a machine priced by the hour,
+the machine time its generated tokens took at the run's measured seconds per token, where the
+larger model's slower tokens cost more: `ponder.bench.machine_time`), or tokens when a run is
 unpriced. `cross_fit` judges the fitting procedure honestly, fold by fold over items.
 """
 

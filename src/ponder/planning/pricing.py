@@ -9,7 +9,10 @@ it, to one of two kinds of price:
   tokens, prompt tokens as the engine reports them (a request's prompt is billed once however
   many samples it draws; a server that fans `n` out reports, and bills, it once per sample).
 * ``{"usd_per_hour": z}``: a model on a machine of your own, which costs its hourly price for as
-  long as the strategy runs (its measured wall-clock seconds per question).
+  long as the strategy runs (its measured wall-clock seconds per question). `ponder bench report`
+  charges a stored run's items the machine time their generated tokens took instead (the run
+  decodes many samples together, so an item's latency is not its share of the machine):
+  `ponder.bench.machine_time`.
 
 Without a file, the embedded engine is priced at `DEFAULT_USD_PER_HOUR`; a remote server has no
 default (its machine is unknown), so its cost is None unless a price is given.
@@ -159,10 +162,13 @@ def _price(path: Path, name: str, entry: object) -> Price:
     return TokenPrice(**entry)
 
 
-def price_for(model: str, *, local: bool, prices: Mapping[str, Price] | None) -> Price | None:
+def price_for(
+    model: str, *, local: bool, prices: Mapping[str, Price | None] | None
+) -> Price | None:
     """The price of `model`: from the price table when one is given (which must then name the
-    model: costs that silently left one model unpriced would compare unevenly), else the default
-    machine cost when it runs on the embedded engine (`local`), else None (unknown)."""
+    model: costs that silently left one model unpriced would compare unevenly; an entry of None
+    says it is known to have none, as in a server's resolved prices), else the default machine
+    cost when it runs on the embedded engine (`local`), else None (unknown)."""
     if prices is not None:
         if model not in prices:
             raise PriceError(
@@ -175,7 +181,7 @@ def price_for(model: str, *, local: bool, prices: Mapping[str, Price] | None) ->
     return None
 
 
-def engine_price(engine: Engine, prices: Mapping[str, Price] | None = None) -> Price | None:
+def engine_price(engine: Engine, prices: Mapping[str, Price | None] | None = None) -> Price | None:
     """`price_for` an engine object: its model, and whether it is the embedded engine."""
     from ponder.engines.embedded import EmbeddedEngine
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ponder.bench.machine_time import run_price
 from ponder.bench.report import complete_items, replay_data
 from ponder.bench.store import RunStore
 from ponder.engines.factory import LOCAL
@@ -18,7 +19,8 @@ from ponder.planning.pricing import Price, price_for
 
 def load_run(path: Path, *, window: int = 16, prices: Mapping[str, Price] | None = None) -> PlanRun:
     """The complete items of the run at `path` with its price (the default machine cost for the
-    embedded engine, else from `prices`; None for a remote model without one)."""
+    embedded engine, else from `prices`; None for a remote model without one), an hourly price
+    charged as the machine time of the generated tokens, as the report charges it."""
     with RunStore.open_readonly(path) as store:
         used = complete_items(store)
         if not used:
@@ -31,7 +33,9 @@ def load_run(path: Path, *, window: int = 16, prices: Mapping[str, Price] | None
         prompt = store.prompt_tokens()
         known = [tokens for i in used if (tokens := prompt[i]) is not None]
         config = store.config
-    price = price_for(config.model, local=config.engine == LOCAL, prices=prices)
+        price = run_price(
+            store, price_for(config.model, local=config.engine == LOCAL, prices=prices)
+        ).price
     return PlanRun(
         data,
         RunSource.of(path, config, [ids[i] for i in used]),

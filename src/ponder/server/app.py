@@ -104,7 +104,7 @@ def create_app(
             if escalate is not None:
                 (large,) = await _open(escalate)
                 opened.append(large)
-                state.roles[LARGE] = large
+                state.add_role(LARGE, large)
                 log.info("cascades escalate to %s", large.model)
             log.info("serving %s", ", ".join(state.engines))
             yield

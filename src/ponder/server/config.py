@@ -4,6 +4,7 @@ protected against oversized bodies and unbounded queues."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -62,6 +63,17 @@ class ServerConfig(BaseModel):
         default=None,
         description="price per served model (`ponder serve --prices FILE`), which must then name "
         "every one; None: the embedded engine at the default machine cost, remote ones unpriced",
+    )
+    auto_policy: Path | None = Field(
+        default=None,
+        description="the auto strategy's policy file (`ponder serve --policy FILE`, from `ponder "
+        "plan fit`); None: the shipped one. Requests may not name one: the server reads no file "
+        "a client names",
+    )
+    cascade_policy: Path | None = Field(
+        default=None,
+        description="the cascade's policy file (`ponder serve --cascade-policy FILE`, from "
+        "`ponder plan fit-cascade`); None: the cascade's default rule, which requests may change",
     )
     progress_interval_s: float = Field(
         default=0.5, gt=0, description="seconds between progress comments on a stream"

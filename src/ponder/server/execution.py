@@ -51,6 +51,8 @@ class Meter:
     def __init__(self) -> None:
         self.requests: list[tuple[str, GenerationRequest]] = []
         """(model, request) in the order they started."""
+        self.spans: list[tuple[float, float | None]] = []
+        """Each request's start and end (`time.perf_counter()`; None: still running)."""
         self.handles: list[GenerationHandle] = []
         self.generations: dict[int, Generation] = {}
         self.failures: dict[int, BaseException] = {}
@@ -66,6 +68,7 @@ class Meter:
     def track(self, model: str, request: GenerationRequest, handle: GenerationHandle) -> None:
         position = len(self.handles)
         self.requests.append((model, request))
+        self.spans.append((time.perf_counter(), None))
         self.handles.append(handle)
         self.samples_started += request.params.n
         task = asyncio.get_running_loop().create_task(self._collect(position, handle))
@@ -77,6 +80,8 @@ class Meter:
             self.generations[position] = await handle.result()
         except Exception as exc:  # the strategy sees the same error through its session
             self.failures[position] = exc
+        finally:
+            self.spans[position] = (self.spans[position][0], time.perf_counter())
 
     def observe(self, event: SampleEvent) -> None:
         """The session's event callback."""
@@ -108,6 +113,38 @@ class Meter:
         for generation in self.generations.values():
             total = total + generation.usage
         return total
+
+    def cost(self, prices: Mapping[str, Price | None], main: str, wall_s: float) -> float | None:
+        """Dollars for every request, each at its model's price in `prices` (None: a model drawn
+        from has none), as the session prices them: tokens as the engines reported them; at an
+        hourly price, `wall_s` for the run's own model (`main`) and, for any other, the seconds
+        its requests were running."""
+        usage: dict[str, Usage] = {main: Usage()}
+        for position, generation in self.generations.items():
+            model = self.requests[position][0]
+            usage[model] = usage.get(model, Usage()) + generation.usage
+        total = 0.0
+        for model, used in usage.items():
+            price = prices.get(model)
+            if price is None:
+                return None
+            seconds = wall_s if model == main else self._busy_s(model)
+            total += price.cost(used.prompt_tokens, used.completion_tokens, seconds)
+        return total
+
+    def _busy_s(self, model: str) -> float:
+        """Seconds during which at least one of `model`'s requests was running."""
+        now = time.perf_counter()
+        spans = sorted(
+            (start, now if end is None else end)
+            for (name, _), (start, end) in zip(self.requests, self.spans, strict=True)
+            if name == model
+        )
+        busy, reached = 0.0, float("-inf")
+        for start, end in spans:
+            busy += max(0.0, end - max(start, reached))
+            reached = max(reached, end)
+        return busy
 
     def completions(self) -> list[Completion]:
         return [c for _, g in sorted(self.generations.items()) for c in g.completions]
@@ -161,14 +198,15 @@ async def run_selected(
     selection: Selection,
     sampling: SamplingParams,
     *,
-    price: Price | None,
+    prices: Mapping[str, Price | None],
     engines: Mapping[str, Engine],
     grace_s: float,
 ) -> Outcome:
-    """Run the selected strategy on `engine` under the selection's budget, priced at `price`,
-    with `engines` as its further engines by role, every request recorded in `meter` (see the
-    module docstring for the deadline). Errors the strategy raises propagate (a budget it cannot
-    meet is refused before anything is spent); cancelling this coroutine cancels all the work."""
+    """Run the selected strategy on `engine` under the selection's budget, each request priced
+    at its model's entry in `prices`, with `engines` as its further engines by role, every
+    request recorded in `meter` (see the module docstring for the deadline). Errors the strategy
+    raises propagate (a budget it cannot meet is refused before anything is spent); cancelling
+    this coroutine cancels all the work."""
     assert selection.strategy is not None and selection.params is not None
     deadline = selection.budget.max_seconds
     started = time.perf_counter()
@@ -181,7 +219,7 @@ async def run_selected(
             budget=selection.budget,
             sampling=sampling,
             on_event=meter.observe,
-            price=price,
+            prices=prices,
             engines={role: meter.engine(extra) for role, extra in engines.items()},
         )
     )
@@ -223,9 +261,7 @@ async def run_selected(
     usage = meter.usage
     if usage.completion_tokens < result.usage.completion_tokens:  # never report less
         usage = result.usage
-    cost = result.cost_usd
-    if price is not None:
-        cost = price.cost(usage.prompt_tokens, usage.completion_tokens, result.latency_s)
+    cost = meter.cost(prices, engine.model, result.latency_s)
     result = result.model_copy(
         update={
             "usage": usage,
@@ -263,12 +299,16 @@ def partial_result(
 
 def chosen_candidate(result: Result) -> Candidate | None:
     """The candidate whose text answers the client: the first one that gave the winning answer,
-    preferring samples that finished on their own. With no answer at all (a request that is not
-    a math question), the first sample that finished, so the client still gets a reply.
+    preferring samples that finished on their own, among the result's voters (all candidates
+    unless it names some). With no answer at all (a request that is not a math question), the
+    first sample that finished, so the client still gets a reply.
 
     Strategies return the extracted answer ("42"); a chat client wants the reasoning that led
     to it, so the response's content is that candidate's full text."""
     candidates = result.candidates
+    if result.voters is not None:
+        voters = set(result.voters)
+        candidates = [c for c in candidates if c.index in voters] or candidates
     if not candidates:
         return None
     keys = [k for k in (next(iter(result.votes), None), result.answer) if k is not None]

@@ -25,6 +25,11 @@ Budgets are `ponder.budget.Budget`s, written as everywhere else: the body's ``bu
 deadline is the budget's ``max_seconds``: ``X-Ponder-Deadline-S`` (seconds, or ``500ms``) overrides
 every source's, the server's default applies when none gives one, and none may exceed the
 server's maximum. The strategy's session enforces it; a pass-through request is cut off at it.
+
+Policies. The ``policy`` parameter of ``auto`` and ``cascade`` names a file, and a server must not
+open files its clients name: a request that gives one is refused. The operator chooses them
+(``ponder serve --policy FILE --cascade-policy FILE``); a cascade request that gives its own rule
+(probe, feature, threshold, samples) follows that rule instead of the operator's policy.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from typing import Any
 
 from ponder.budget import Budget, BudgetError
 from ponder.errors import InvalidRequestError
+from ponder.strategies.cascade import RULE_FIELDS
 from ponder.strategies.registry import StrategyParams, get_strategy
 
 PASS_THROUGH = "none"
@@ -49,6 +55,13 @@ HEADER_DEADLINE = "x-ponder-deadline-s"
 _UNLIMITED = Budget()
 STRATEGY_LIMITS = ("max_samples", "max_tokens", "max_usd")
 """Limits only a strategy's session can enforce; a pass-through request may have a deadline only."""
+POLICY = "policy"
+"""The parameter that names a policy file: the operator's to set, never a request's."""
+POLICY_FLAGS = {"auto": "--policy FILE", "cascade": "--cascade-policy FILE"}
+"""The `ponder serve` flag that sets each strategy's policy."""
+POLICY_RULES = {"cascade": RULE_FIELDS}
+"""Parameters that replace a strategy's policy when a request gives them (instead of conflicting
+with the operator's)."""
 
 
 class SelectionError(InvalidRequestError):
@@ -203,10 +216,21 @@ def resolve(
     header_deadline: float | None = None,
     default_deadline: float | None = None,
     max_deadline: float | None = None,
+    policies: Mapping[str, str] | None = None,
 ) -> Selection:
     """Apply the precedence rules (see the module docstring) and validate the result: an unknown
-    strategy, an unknown or out-of-range parameter, or an unusable budget raises `SelectionError`
-    naming its source."""
+    strategy, an unknown or out-of-range parameter, a policy file named by a request, or an
+    unusable budget raises `SelectionError` naming its source. `policies` are the operator's
+    policy files by strategy name."""
+    for client in (header, body, model):
+        if POLICY in client.params:
+            where = where_of(client.source, "params")
+            flags = " and ".join(f"{name}: {flag}" for name, flag in POLICY_FLAGS.items())
+            raise SelectionError(
+                f"{where}: a request may not name a policy file; the policy is set by the server "
+                f"operator (`ponder serve` {flags})",
+                where,
+            )
     ranked = (header, body, model, default)  # highest first
     decider = next((c for c in ranked if c.strategy is not None), None)
     named = decider.strategy if decider is not None else None
@@ -260,6 +284,10 @@ def resolve(
             )
         return Selection(None, None, budget, source)
 
+    policy = (policies or {}).get(name)
+    own_rule = set(params) & set(POLICY_RULES.get(name, ()))
+    if policy is not None and POLICY not in params and not own_rule:
+        params[POLICY] = policy
     where_strategy = where_of(source, "strategy")
     try:
         strategy = get_strategy(name)

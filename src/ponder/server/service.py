@@ -19,6 +19,7 @@ from ponder.engines.base import Engine
 from ponder.engines.remote import RemoteEngine
 from ponder.engines.types import Generation, GenerationRequest, SamplingParams, Usage
 from ponder.errors import EngineError
+from ponder.planning.policy import load_auto_policy, load_cascade_policy
 from ponder.planning.pricing import Price, engine_price
 from ponder.server.accounting import Accounts
 from ponder.server.admission import Admission
@@ -72,9 +73,11 @@ class ServerState:
         self.config = config
         self.engines: dict[str, Engine] = {}
         self.prices: dict[str, Price | None] = {}
-        """Each served model's price (`engine_price` with the config's price table)."""
+        """Each served model's price, and each further engine's (`engine_price` with the
+        config's price table); strategy runs price every request with it."""
         self.roles: dict[str, Engine] = {}
-        """Further engines every strategy run gets, by role ("large": a cascade's)."""
+        """Further engines by role ("large": a cascade's), each given to the strategies that
+        need it (`ROLES_NEEDED`)."""
         self.accounts = Accounts()
         self.admission = Admission(config.max_running, config.max_waiting)
         self.metrics = Metrics(
@@ -82,6 +85,15 @@ class ServerState:
         )
         self.started = int(time.time())
         self.strategy_names = frozenset(strategies())  # looked up once: every request needs it
+        self.policies: dict[str, str] = {}
+        """The operator's policy file by strategy name, checked here so a bad one fails at
+        startup; requests run with it and may not name their own."""
+        if config.auto_policy is not None:
+            load_auto_policy(config.auto_policy)
+            self.policies["auto"] = str(config.auto_policy)
+        if config.cascade_policy is not None:
+            load_cascade_policy(config.cascade_policy)
+            self.policies["cascade"] = str(config.cascade_policy)
 
     @property
     def relays(self) -> bool:
@@ -96,6 +108,12 @@ class ServerState:
             raise ValueError(f"two engines serve the model name {name!r}")
         self.prices[name] = engine_price(engine, self.config.prices)
         self.engines[name] = engine
+
+    def add_role(self, role: str, engine: Engine) -> None:
+        """Give every strategy run `engine` as its further engine `role` (a cascade's "large"),
+        priced like a served one."""
+        self.prices[engine.model] = engine_price(engine, self.config.prices)
+        self.roles[role] = engine
 
     # --- planning ----------------------------------------------------------------------------
     def engine_for(self, name: str) -> Engine:
@@ -145,6 +163,7 @@ class ServerState:
             header_deadline=header_deadline,
             default_deadline=config.default_deadline_s,
             max_deadline=config.max_deadline_s,
+            policies=self.policies,
         )
         engine = self.engine_for(base)
         if isinstance(body, ChatCompletionRequest):
@@ -225,23 +244,30 @@ class ServerState:
                 f"none: start it with `ponder serve {flags}`",
                 param=where_of(selection.source, "strategy"),
             )
-        if selection.budget.max_usd is not None and self.prices.get(engine.model) is None:
+        used = [engine] if needed is None else [engine, self.roles[needed[0]]]
+        unpriced = [e.model for e in used if self.prices.get(e.model) is None]
+        if selection.budget.max_usd is not None and unpriced:
             raise ApiError(
                 400,
-                f"budget: max_usd needs a price for model {engine.model!r}, and this server has "
+                f"budget: max_usd needs a price for model {unpriced[0]!r}, and this server has "
                 "none for it: start it with `ponder serve --prices FILE`",
             )
 
     # --- running ---------------------------------------------------------------------------
     async def run_strategy(self, job: Job, meter: Meter) -> Outcome:
+        """Run the job's strategy with the further engine it needs, if any (only that one must
+        be priced under a dollar budget)."""
+        assert job.selection.strategy is not None
+        needed = ROLES_NEEDED.get(job.selection.strategy)
+        roles = {} if needed is None else {needed[0]: self.roles[needed[0]]}
         return await run_selected(
             meter,
             job.engine,
             job.question,
             job.selection,
             job.sampling,
-            price=self.prices.get(job.engine.model),
-            engines=self.roles,
+            prices=self.prices,
+            engines=roles,
             grace_s=self.config.deadline_grace_s,
         )
 

@@ -122,7 +122,10 @@ async def cascade(session: Session, question: Question, p: CascadeParams) -> Res
     session.record("vote", votes=votes, answered_by=(large if escalated else session.engine).model)
     share = votes.get(answer, 0.0) / len(voters) if answer is not None and voters else 0.0
     result = session.result(answer, probe + escalated, votes, share=share)
-    return result.model_copy(update={"model": large.model}) if escalated else result
+    if not escalated:
+        return result
+    # The reply's text is the larger model's, from a sample that gave its answer.
+    return result.model_copy(update={"model": large.model, "voters": [c.index for c in escalated]})
 
 
 CASCADE = Strategy(

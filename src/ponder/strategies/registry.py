@@ -15,7 +15,7 @@ from ponder.budget import Budget
 from ponder.engines.base import Engine
 from ponder.engines.types import Message, SamplingParams
 from ponder.errors import InvalidRequestError
-from ponder.planning.pricing import Price, engine_price
+from ponder.planning.pricing import Price
 from ponder.strategies.primitives import Question
 from ponder.strategies.result import Result
 from ponder.strategies.session import EventCallback, Session
@@ -123,15 +123,17 @@ async def run_strategy(
     on_event: EventCallback | None = None,
     verifiers: Mapping[str, Verifier] | None = None,
     price: Price | None = None,
+    prices: Mapping[str, Price | None] | None = None,
     engines: Mapping[str, Engine] | None = None,
 ) -> Result:
     """Run strategy `name` on one question: the library's one entry point. `verifiers` configures
     verifiers by name (e.g. `{"math": MathVerifier("42")}`); others get their default set-up.
-    `price` is the model's (default: the machine cost for the embedded engine, none for a remote
-    one; see `ponder.planning.pricing`): it sets the result's `cost_usd` and is needed for a
-    `max_usd` budget. A budget that cannot be met is refused before anything is spent.
-    `engines` are further engines by role, e.g. `{"large": engine}` for the cascade's
-    escalation model."""
+    `prices` is the price table by model name (`ponder.planning.pricing.load_prices`; default:
+    the machine cost for the embedded engine, none for a remote one): every request is priced at
+    the price of the model that serves it, which sets the result's `cost_usd`; a `max_usd`
+    budget needs a price for every engine given. `price` overrides `engine`'s own. A budget that
+    cannot be met is refused before anything is spent. `engines` are further engines by role,
+    e.g. `{"large": engine}` for the cascade's escalation model."""
     strategy = get_strategy(name)
     parsed = strategy.parse_params(params)
     session = Session(
@@ -141,7 +143,8 @@ async def run_strategy(
         sampling=sampling,
         on_event=on_event,
         verifiers=verifiers,
-        price=price if price is not None else engine_price(engine),
+        price=price,
+        prices=prices,
         engines=engines,
     )
     session.check_reachable(_least_prompt(question))

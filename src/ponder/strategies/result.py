@@ -63,6 +63,11 @@ class Result(BaseModel):
     vote_share: float = Field(ge=0.0, le=1.0, description="weight of the answer / all weight")
     votes: dict[str, float] = Field(description="answer -> votes (or weight), largest first")
     candidates: list[Candidate]
+    voters: list[int] | None = Field(
+        default=None,
+        description="indices of the candidates the answer was chosen from, when not all of them "
+        "(a cascade that escalated: the larger model's); the reply's text comes from these",
+    )
     usage: Usage
     latency_s: float
     samples: int = Field(description="engine samples drawn, judge and refinement calls included")

@@ -15,9 +15,15 @@ requests wait without streaming. Running samples are cancelled mid-generation an
 starts. Work that is not an engine request (a sandbox run, a math-verify comparison) is not
 interrupted.
 
-`max_usd` is priced with the session's `price`: per token (each request's max_tokens is capped at
-what the dollars left buy, and the cost, prompt included, is checked on every delta) or per
-machine hour (it becomes a deadline: the seconds the dollars buy).
+Each request is priced at the price of the model that serves it (`price_of`): the session's
+engine's, a cascade's larger model's, a judge's. A per-token price charges the request's tokens;
+an hourly one charges the session's wall time for the session's own engine (its machine is held
+for the whole run) and, for any other engine, the seconds its requests were running.
+
+`max_usd` sums those costs: at a per-token price each request's max_tokens is capped at what the
+dollars left buy, and the cost, prompt included, is checked on every delta; at the engine's
+hourly price it also becomes a deadline (the seconds the dollars buy). A request to a model with
+no known price is refused before anything is spent, since it could not be counted.
 
 Whatever the limit, a stopped request comes back as a partial `Generation` (cancelled samples
 keep their text and tokens) and the next request raises `BudgetExhausted`, so each strategy
@@ -29,7 +35,8 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ponder.answers import extract_answer
@@ -47,7 +54,7 @@ from ponder.engines.types import (
     Usage,
 )
 from ponder.errors import InvalidRequestError
-from ponder.planning.pricing import Price, estimate_prompt_tokens
+from ponder.planning.pricing import Price, engine_price, estimate_prompt_tokens
 from ponder.strategies.result import Candidate, Result, TraceStep
 
 DEADLINE_RESERVE = 0.05
@@ -67,6 +74,46 @@ Enough = Callable[[list[Completion]], bool]
 """Called with the samples finished so far; returning True cancels the rest of the request."""
 
 
+@dataclass
+class _Account:
+    """What one model's requests used in a session, for its cost: finished requests' usage, what
+    running ones streamed and their estimated prompts, and the seconds any of them ran."""
+
+    price: Price | None
+    usage: Usage = field(default_factory=Usage)
+    streaming: int = 0
+    prompt_pending: int = 0
+    running: int = 0
+    busy_since: float = 0.0
+    busy_s: float = 0.0
+
+    def start(self, now: float, prompt: int) -> None:
+        if self.running == 0:
+            self.busy_since = now
+        self.running += 1
+        self.prompt_pending += prompt
+
+    def end(self, now: float, prompt: int, streamed: int) -> None:
+        self.running -= 1
+        if self.running == 0:
+            self.busy_s += now - self.busy_since
+        self.prompt_pending -= prompt
+        self.streaming -= streamed
+
+    def cost(self, seconds: float | None, now: float) -> float | None:
+        """Dollars so far; `seconds` billed at an hourly price (None: the seconds this model's
+        requests ran)."""
+        if self.price is None:
+            return None
+        if seconds is None:
+            seconds = self.busy_s + (now - self.busy_since if self.running else 0.0)
+        return self.price.cost(
+            self.usage.prompt_tokens + self.prompt_pending,
+            self.usage.completion_tokens + self.streaming,
+            seconds,
+        )
+
+
 class Session:
     def __init__(
         self,
@@ -78,23 +125,32 @@ class Session:
         on_event: EventCallback | None = None,
         verifiers: Mapping[str, Verifier] | None = None,
         price: Price | None = None,
+        prices: Mapping[str, Price | None] | None = None,
         engines: Mapping[str, Engine] | None = None,
     ) -> None:
-        """`price` is the engine's model's (`ponder.planning.pricing.engine_price`); it prices
-        every request, a second engine's (a judge model's) included, and is needed for
-        `max_usd`. Without it the result's cost is None."""
+        """Each engine is priced with `engine_price(engine, prices)` (`prices`: a price table by
+        model name, as a price file holds; None: the embedded engine's default machine cost,
+        others unpriced); `price` overrides the session's own engine's. The engines known here
+        (this one, `engines`, configured verifiers' judges) are priced at once, so a price table
+        that lacks one, or a `max_usd` budget with a model that has no price, is refused before
+        anything is spent. A result that drew from an unpriced model has no cost (None)."""
         self.engine = engine
         self.engines = dict(engines or {})
         """Further engines by role (e.g. "large" for a cascade), drawn from with `engine=`."""
         self.verifiers = dict(verifiers or {})
         self.strategy = strategy
         self.budget = budget or Budget()
-        self.price = price
-        if self.budget.max_usd is not None and price is None:
-            raise BudgetError(
-                f"max_usd needs a price for model {engine.model!r}, and a remote engine has no "
-                "default: give one (a price file, or price=TokenPrice(...) in the library)"
-            )
+        self._price_table = prices
+        self._prices: dict[str, Price | None] = {}
+        """Each model's price, resolved on first use."""
+        if price is not None:
+            self._prices[engine.model] = price
+        self.price = self.price_of(engine)
+        """The session's own engine's price."""
+        for known in (engine, *self.engines.values(), *_judges(self.verifiers.values())):
+            self._priced(known)
+        self._accounts = {engine.model: _Account(self.price)}
+        """Each model drawn from, by name; the session's own engine's from the start."""
         self.sampling = sampling or SamplingParams()
         self.on_event = on_event
         self.usage = Usage()
@@ -105,8 +161,7 @@ class Session:
         self._started = time.perf_counter()
         self._running: set[GenerationHandle] = set()
         self._streaming = 0
-        self._prompt_pending = 0
-        self._deadline = _deadline(self.budget, price)
+        self._deadline = _deadline(self.budget, self.price)
         self._timer: asyncio.TimerHandle | None = None
         self._step_s = 0.0
 
@@ -131,13 +186,44 @@ class Session:
         return self.usage.completion_tokens + self._streaming
 
     def cost_usd(self) -> float | None:
-        """Dollars spent so far at the session's price (None: no price): finished requests'
-        usage, running ones' streamed tokens and estimated prompts, and the time elapsed."""
-        if self.price is None:
-            return None
-        return self.price.cost(
-            self.usage.prompt_tokens + self._prompt_pending, self._spent(), self.elapsed()
-        )
+        """Dollars spent so far, each model's requests at its price (None: a model drawn from
+        has none): finished requests' usage, running ones' streamed tokens and estimated prompts,
+        and the time elapsed (see the module docstring)."""
+        return self._cost(self.elapsed())
+
+    def _cost(self, elapsed: float) -> float | None:
+        total = 0.0
+        for model, account in self._accounts.items():
+            seconds = elapsed if model == self.engine.model else None
+            cost = account.cost(seconds, elapsed)
+            if cost is None:
+                return None
+            total += cost
+        return total
+
+    def price_of(self, engine: Engine) -> Price | None:
+        """The price of `engine`'s model (see `__init__`), resolved once per model."""
+        model = engine.model
+        if model not in self._prices:
+            self._prices[model] = engine_price(engine, self._price_table)
+        return self._prices[model]
+
+    def _priced(self, engine: Engine) -> Price | None:
+        """`price_of`, refusing a model with no price under a dollar budget."""
+        price = self.price_of(engine)
+        if self.budget.max_usd is not None and price is None:
+            which = "" if engine is self.engine else f" (the {self._role(engine)})"
+            raise BudgetError(
+                f"max_usd needs a price for model {engine.model!r}{which}, and a remote engine "
+                "has no default: give one (a price file naming it, or prices={model: "
+                "TokenPrice(...)} in the library)"
+            )
+        return price
+
+    def _role(self, engine: Engine) -> str:
+        """What `engine` is to this session, for messages."""
+        role = next((name for name, e in self.engines.items() if e is engine), None)
+        return "judge's model" if role is None else f"{role!r} engine"
 
     @property
     def exhausted(self) -> bool:
@@ -160,9 +246,11 @@ class Session:
             at, limit = self._deadline
             if self.elapsed() + self._step_s >= at * (1 - DEADLINE_RESERVE):
                 return limit
-        cap, spent = self.budget.max_usd, self.cost_usd()
-        if cap is not None and spent is not None and spent >= cap:
-            return "max_usd"
+        cap = self.budget.max_usd
+        if cap is not None:  # priced only under a dollar budget: this runs on every token
+            spent = self.cost_usd()
+            if spent is not None and spent >= cap:
+                return "max_usd"
         return None
 
     def _stop(self, limit: Limit) -> None:
@@ -254,6 +342,7 @@ class Session:
             self.stopped_by = limit
             raise BudgetExhausted(limit)
         engine = engine or self.engine
+        price = self._priced(engine)
         params = self.sampling.model_copy(update=overrides)
         wanted = n or params.n
         samples_left = self.samples_left
@@ -267,9 +356,9 @@ class Session:
         if tokens_left is not None:
             max_tokens = min(max_tokens, tokens_left)
         prompt = 0
-        if self.budget.max_usd is not None and self.price is not None and self.price.charges_tokens:
+        if self.budget.max_usd is not None and price is not None and price.charges_tokens:
             prompt = estimate_prompt_tokens(engine, request)[0]
-            affordable = self._affordable_tokens(prompt)
+            affordable = self._affordable_tokens(price, prompt)
             if affordable is not None:
                 max_tokens = min(max_tokens, affordable)
         update["max_tokens"] = max_tokens
@@ -280,8 +369,10 @@ class Session:
         request = request.model_copy(update={"params": params})
         handle = engine.start(request)  # may raise: nothing reserved yet
         self.samples += n
-        generation = await self._follow(handle, n, watch, enough, prompt)
+        account = self._account(engine, price)
+        generation = await self._follow(handle, n, watch, enough, prompt, account)
         self.usage = self.usage + generation.usage
+        account.usage = account.usage + generation.usage
         self.warnings.extend(w for w in generation.warnings if w not in self.warnings)
         self.record(
             step,
@@ -292,12 +383,26 @@ class Session:
         self.stopped_by = self.stopped_by or self._limit()
         return first, generation
 
-    def _affordable_tokens(self, prompt: int) -> int | None:
-        """Generated tokens the dollars left buy after a `prompt`-token request is sent (None: any
-        number, output is free); raises `BudgetExhausted` when not even one."""
-        assert self.budget.max_usd is not None and self.price is not None
-        left = self.budget.max_usd - (self.cost_usd() or 0.0) - self.price.cost(prompt, 0, 0.0)
-        tokens = self.price.output_tokens_for(left)
+    def _account(self, engine: Engine, price: Price | None) -> _Account:
+        """The account of `engine`'s model, opened on its first request (warning, when the
+        session is priced, that a model without a price leaves the cost unknown)."""
+        account = self._accounts.get(engine.model)
+        if account is None:
+            account = self._accounts[engine.model] = _Account(price)
+            if price is None and self.price is not None:
+                self.warnings.append(
+                    f"the cost is unknown: model {engine.model!r} ({self._role(engine)}) has no "
+                    "price; give a price file naming it"
+                )
+        return account
+
+    def _affordable_tokens(self, price: Price, prompt: int) -> int | None:
+        """Generated tokens the dollars left buy after a `prompt`-token request is sent at
+        `price` (None: any number, output is free); raises `BudgetExhausted` when not even
+        one."""
+        assert self.budget.max_usd is not None
+        left = self.budget.max_usd - (self.cost_usd() or 0.0) - price.cost(prompt, 0, 0.0)
+        tokens = price.output_tokens_for(left)
         if left <= 0 or (tokens is not None and tokens < 1):
             self.stopped_by = self.stopped_by or "max_usd"
             raise BudgetExhausted(self.stopped_by)
@@ -310,16 +415,17 @@ class Session:
         watch: Watch | None,
         enough: Enough | None,
         prompt: int,
+        account: _Account,
     ) -> Generation:
         """Relay a request's events, enforce the spending limits across all running requests
         (tokens, dollars, the deadline), and apply the strategy's per-sample (`watch`) and
         whole-request (`enough`) stopping rules. `prompt` is the request's estimated prompt
-        tokens, priced while it runs."""
+        tokens, priced in its model's `account` while it runs."""
         finished: list[Completion] = []
         streamed = 0
         last_token_at: dict[int, float] = {}
         self._running.add(handle)
-        self._prompt_pending += prompt
+        account.start(self.elapsed(), prompt)
         self._arm_deadline()
         try:
             async for event in handle.events():
@@ -328,6 +434,7 @@ class Session:
                 if isinstance(event, SampleDelta):
                     streamed += event.tokens
                     self._streaming += event.tokens
+                    account.streaming += event.tokens
                     self._time_step(last_token_at, event.index)
                     limit = self._spending_limit()
                     if limit is not None:
@@ -342,7 +449,7 @@ class Session:
         finally:
             self._running.discard(handle)
             self._streaming -= streamed
-            self._prompt_pending -= prompt
+            account.end(self.elapsed(), prompt, streamed)
             if not handle.done:
                 handle.cancel()
             if not self._running and self._timer is not None:
@@ -405,9 +512,7 @@ class Session:
         answer's part of all votes."""
         votes = votes or {}
         seconds = self.elapsed()
-        cost = None
-        if self.price is not None:
-            cost = self.price.cost(self.usage.prompt_tokens, self.usage.completion_tokens, seconds)
+        cost = self._cost(seconds)
         if share is None:
             total = sum(votes.values())
             share = votes.get(answer, 0.0) / total if answer is not None and total > 0 else 0.0
@@ -426,6 +531,13 @@ class Session:
             warnings=self.warnings,
             trace=self.trace,
         )
+
+
+def _judges(verifiers: Iterable[Verifier]) -> list[Engine]:
+    """The engines configured verifiers judge with (an llm-judge's `engine`), so they are priced
+    before anything is spent."""
+    found = (getattr(verifier, "engine", None) for verifier in verifiers)
+    return [engine for engine in found if isinstance(engine, Engine)]
 
 
 def _deadline(budget: Budget, price: Price | None) -> tuple[float, Limit] | None:
