@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field
 
 from ponder.budget import Limit
+from ponder.prometheus import Counter, exposition
 
 if TYPE_CHECKING:
     from ponder.strategies.result import Result
@@ -203,8 +204,6 @@ class Ledger:
     def to_prometheus(self, prefix: str = "ponder_ledger") -> str:
         """The sums as Prometheus counters (text format), labelled by model and strategy, plus
         `{prefix}_stopped_total` by the limit that ended requests."""
-        from ponder.server.metrics import Counter
-
         labels = ("model", "strategy")
         families: list[Counter] = []
         for field, help in _COUNTERS:
@@ -221,9 +220,4 @@ class Ledger:
             for limit, count in totals.stopped_by.items():
                 stopped.inc(*key, limit, by=count)
         families.append(stopped)
-        lines: list[str] = []
-        for family in families:
-            lines.append(f"# HELP {family.name} {family.help}")
-            lines.append(f"# TYPE {family.name} {family.kind}")
-            lines.extend(family.samples())
-        return "\n".join(lines) + "\n"
+        return exposition(families)
