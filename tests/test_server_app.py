@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -142,6 +142,27 @@ def asgi_scope(path: str) -> dict[str, Any]:
         "client": ("127.0.0.1", 1234),
         "server": ("test", 80),
     }
+
+
+def leaving_client(
+    body: bytes, gone: asyncio.Event
+) -> tuple[Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]]:
+    """ASGI receive/send for a client that sends `body`, ignores the answer and disconnects
+    once `gone` is set."""
+    delivered = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    return receive, send
 
 
 def sse_events(text: str) -> tuple[list[dict[str, Any]], list[str]]:
@@ -424,18 +445,7 @@ async def test_a_client_that_disconnects_cancels_its_work(stream: bool) -> None:
     app = create_app(spy, ServerConfig(first_event_wait_s=0))
     body = json.dumps(chat("self-consistency:2/scripted", max_tokens=500, stream=stream)).encode()
     gone = asyncio.Event()
-    delivered = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await gone.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        pass
+    receive, send = leaving_client(body, gone)
 
     async with app.router.lifespan_context(app):
         call = asyncio.create_task(app(asgi_scope("/v1/chat/completions"), receive, send))  # type: ignore[arg-type]

@@ -22,6 +22,7 @@ from tests.test_server_app import (
     QUESTION,
     asgi_scope,
     eventually,
+    leaving_client,
     ledger_line,
     serve,
     sse_events,
@@ -266,18 +267,7 @@ async def test_a_client_that_disconnects_cancels_the_upstream_request() -> None:
     app = create_app(Upstream(slow).engine(), ServerConfig())
     body = json.dumps(chat()).encode()
     gone = asyncio.Event()
-    delivered = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await gone.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        pass
+    receive, send = leaving_client(body, gone)
 
     async with app.router.lifespan_context(app):
         call = asyncio.create_task(app(asgi_scope("/v1/chat/completions"), receive, send))  # type: ignore[arg-type]
