@@ -1,7 +1,8 @@
 """A fast stand-in for an OpenAI-compatible upstream, for `server_load.py`.
 
 It answers ``POST /v1/chat/completions`` (whole or streamed, with usage), ``POST /v1/completions``
-and ``GET /v1/models`` with one fixed short completion after an optional fixed delay, and
+and ``GET /v1/models`` with one fixed short completion after an optional delay (fixed, or drawn
+uniformly from delay +- jitter with a fixed seed, as a real server's times vary), and
 ``GET /stats`` with the completions answered and the connections accepted so far, so the load
 test can check that ponder makes one upstream request per request and reuses its connections.
 
@@ -13,7 +14,7 @@ and the OpenAI clients: keep-alive, Content-Length request bodies, one request a
 connection (no pipelining), and responses with a Content-Length (a stream's SSE events are all
 written at once, after the delay, as a fast server that generated them in one go would).
 
-    python benchmarks/_standin_upstream.py --port 9000 [--delay-ms 20]
+    python benchmarks/_standin_upstream.py --port 9000 [--delay-ms 20] [--jitter-ms 10]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import signal
 import time
 from typing import Any
@@ -188,11 +190,12 @@ class _Connection(asyncio.Protocol):
             return
         server.completions += 1
         reply = completion(request, chat=path.endswith("chat/completions"), rid=server.completions)
-        if server.delay_s <= 0:
+        delay = server.next_delay()
+        if delay <= 0:
             self._send(reply)
             return
         self.busy = True
-        asyncio.get_running_loop().call_later(server.delay_s, self._send_later, reply)
+        asyncio.get_running_loop().call_later(delay, self._send_later, reply)
 
     def _send_later(self, reply: bytes) -> None:
         self.busy = False
@@ -211,10 +214,18 @@ class _Connection(asyncio.Protocol):
 class StandIn:
     """The server: its settings and counters."""
 
-    def __init__(self, delay_s: float) -> None:
+    def __init__(self, delay_s: float, jitter_s: float = 0.0, seed: int = 0) -> None:
         self.delay_s = delay_s
+        self.jitter_s = jitter_s
+        self.rng = random.Random(seed)
         self.completions = 0
         self.connections = 0
+
+    def next_delay(self) -> float:
+        """Seconds before the next completion answers."""
+        if self.jitter_s <= 0:
+            return self.delay_s
+        return max(0.0, self.delay_s + self.rng.uniform(-self.jitter_s, self.jitter_s))
 
     async def serve(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -232,10 +243,15 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument(
-        "--delay-ms", type=float, default=0.0, help="fixed time before each completion answers"
+        "--delay-ms", type=float, default=0.0, help="time before each completion answers"
     )
+    parser.add_argument(
+        "--jitter-ms", type=float, default=0.0, help="each delay is drawn from delay +- jitter"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the jitter")
     args = parser.parse_args()
-    asyncio.run(StandIn(args.delay_ms / 1000).serve(args.host, args.port))
+    standin = StandIn(args.delay_ms / 1000, args.jitter_ms / 1000, args.seed)
+    asyncio.run(standin.serve(args.host, args.port))
 
 
 if __name__ == "__main__":

@@ -150,14 +150,25 @@ class Service:
 
 
 @contextlib.contextmanager
-def services(upstream_ms: float, clients: int, log_level: str) -> Iterator[tuple[Service, Service]]:
+def services(
+    upstream_ms: float, jitter_ms: float, clients: int, log_level: str
+) -> Iterator[tuple[Service, Service]]:
     """The stand-in upstream and ponder in front of it, both ready; always stopped on exit."""
     started: list[Service] = []
     try:
         port = free_port()
         upstream = Service(
             "upstream",
-            [sys.executable, str(STANDIN), "--port", str(port), "--delay-ms", str(upstream_ms)],
+            [
+                sys.executable,
+                str(STANDIN),
+                "--port",
+                str(port),
+                "--delay-ms",
+                str(upstream_ms),
+                "--jitter-ms",
+                str(jitter_ms),
+            ],
             f"http://127.0.0.1:{port}/v1",
             "/v1/models",
         )
@@ -415,6 +426,7 @@ def summarise(
         rounds=args.rounds,
         stream=args.stream,
         upstream_ms=args.upstream_ms,
+        upstream_jitter_ms=args.upstream_jitter_ms,
         ponder_log_level=args.ponder_log_level,
         cpus=os.cpu_count(),
         **load,
@@ -426,7 +438,7 @@ def print_report(result: dict[str, Any], errors: list[str]) -> None:
     mode = "stream" if result["stream"] else "whole responses"
     print(
         f"{result['clients']} clients, {mode}, upstream answers after {result['upstream_ms']:g} "
-        f"ms, {result['rounds']} round(s) of "
+        f"+- {result['upstream_jitter_ms']:g} ms, {result['rounds']} round(s) of "
         + (
             f"{result['seconds_per_phase']:g} s"
             if result["seconds_per_phase"] is not None
@@ -500,7 +512,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--stream", action=argparse.BooleanOptionalAction, default=False, help="SSE responses"
     )
     parser.add_argument(
-        "--upstream-ms", type=float, default=50.0, help="the stand-in's fixed response time"
+        "--upstream-ms", type=float, default=50.0, help="the stand-in's mean response time"
+    )
+    parser.add_argument(
+        "--upstream-jitter-ms",
+        type=float,
+        default=0.0,
+        help="each response time is drawn uniformly from upstream-ms +- this (fixed seed)",
     )
     parser.add_argument(
         "--ponder-log-level",
@@ -519,6 +537,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--warmup must not be negative")
     if args.upstream_ms < 0:
         parser.error("--upstream-ms must not be negative")
+    if not 0 <= args.upstream_jitter_ms <= args.upstream_ms:
+        parser.error("--upstream-jitter-ms must be between 0 and --upstream-ms")
     if args.warmup is None:
         args.warmup = 4 * args.clients
     return args
@@ -529,7 +549,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the servers are stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     load_start = os.getloadavg()
-    with services(args.upstream_ms, args.clients, args.ponder_log_level) as (upstream, ponder):
+    with services(
+        args.upstream_ms, args.upstream_jitter_ms, args.clients, args.ponder_log_level
+    ) as (upstream, ponder):
         _, phases = asyncio.run(measure(upstream, ponder, args))
         urls = {"upstream_url": upstream.url, "ponder_url": ponder.url}
     load = {"load_avg_start": list(load_start), "load_avg_end": list(os.getloadavg()), **urls}

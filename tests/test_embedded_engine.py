@@ -127,6 +127,29 @@ async def test_cancelling_the_caller_cancels_the_request(engine: EmbeddedEngine)
     assert after.completions[0].completion_tokens == 4  # the engine keeps serving
 
 
+async def test_a_cancelled_request_is_answered_before_a_new_prompt_is_evaluated(
+    engine: EmbeddedEngine,
+) -> None:
+    """A caller stopping at a deadline gets its samples back at once, not after the prompt of a
+    request that reached the worker at the same time (longer than many decoding steps)."""
+    running = engine.start(chat(n=2, max_tokens=400, ignore_eos=True))
+    await anext(running.events())
+    long_question = [{"role": "user", "content": "word " * 900}]
+    loop = asyncio.get_running_loop()
+    with engine._batcher._cv:  # both reach the worker in the same turn of its loop
+        newcomer = engine.start(GenerationRequest.chat(long_question, n=1, max_tokens=2))
+        running.cancel()
+    cancelled = await running.result()
+    answered_at = loop.time()
+    assert {c.finish_reason for c in cancelled.completions} == {"cancelled"}
+    await anext(newcomer.events())
+    waited = loop.time() - answered_at
+    generation = await newcomer.result()
+    assert generation.usage.prompt_tokens > 800 and generation.timings.prompt_s is not None
+    # The newcomer's prompt was evaluated after the cancelled request was answered, not before.
+    assert waited >= 0.5 * generation.timings.prompt_s
+
+
 async def test_concurrent_requests_decode_in_the_same_batch(engine: EmbeddedEngine) -> None:
     """Continuous batching: a request that arrives later starts before the first one ends."""
     first = engine.start(chat(n=2, max_tokens=60, ignore_eos=True))

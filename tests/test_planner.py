@@ -4,6 +4,7 @@ report's rows and targets, and the live strategy (scripted engine and SmolLM2)."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ponder.bench.replay import ReplayData, majority_paths
+from ponder.bench.replay import ReplayData, majority_paths, replay
 from ponder.bench.report import AUTO, AUTO_POLICY, PlannerOptions, build_report, render_markdown
 from ponder.budget import Budget
 from ponder.cli import main
@@ -126,6 +127,36 @@ def test_probe_then_the_rest_costs_as_replay_accounts_it() -> None:
     assert latency[1] == pytest.approx(40 / 6, rel=0.02)
     assert np.all(table.correct[1])  # the majority of all four is right
     assert np.isnan(table.confidence).all() and set(np.unique(table.votes)) <= {1, 2}
+
+
+def test_weighted_paths_vote_by_score_beside_the_majority() -> None:
+    # Right answer 0 alone but sure (0.9); wrong answer 1 twice, unsure (0.2 each): the majority
+    # of all four is wrong, the score-weighted vote right. The probe features stay counts.
+    data = one_item([0, 1, 1, 2], [10, 10, 10, 10], [1.0] * 4)
+    data = dataclasses.replace(data, scores={"mean-logprob": np.array([[0.9, 0.2, 0.2, 0.1]])})
+    paths = majority_paths(data, orderings=500, seed=2, weight="mean-logprob")
+    assert paths.weighted is not None
+    assert not paths.correct[3].any() and paths.weighted[3].all()
+    assert np.array_equal(paths.weighted[0], paths.correct[0])  # one sample: the same vote
+    table = probed(paths, 2, [2, 4])
+    assert table.correct[1].all()  # the actions answer by the weighted vote ...
+    assert not table.reference[4][0].any()  # ... the reference stays plain self-consistency
+    assert set(np.unique(table.votes)) <= {1, 2}
+    with pytest.raises(InvalidRequestError, match="no 'verifier' scores"):
+        majority_paths(data, orderings=5, weight="verifier")
+
+
+def test_weighted_paths_agree_with_the_reports_weighted_vote() -> None:
+    data = replay_data(mix())
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(0.0, 1.0, size=np.shape(data.correct)).astype(np.float32)
+    data = dataclasses.replace(data, scores={"mean-logprob": scores})
+    paths = majority_paths(data, orderings=40, seed=4, weight="mean-logprob")
+    assert paths.weighted is not None
+    rows = replay(data, orderings=40, ns=[2, 8], strategies=["weighted-vote:mean-logprob"], seed=4)
+    for row in rows:
+        assert row.n is not None
+        assert row.accuracy == pytest.approx(float(paths.weighted[row.n - 1].mean()))
 
 
 def test_a_policy_replayed_against_hand_computed_expectations() -> None:
@@ -266,6 +297,15 @@ def test_cli_fit_and_show_round_trip(tmp_path: Path) -> None:
     assert AutoPolicy.model_validate_json(as_json.output) == policy
     default = CliRunner().invoke(main, ["plan", "show"])
     assert default.exit_code == 0 and "the shipped default policy" in default.output
+    # A policy that answers by a mean-logprob vote says so, and its refit command keeps it.
+    weighted = CliRunner().invoke(main, [*args, "--orderings", "10", "--vote", "mean-logprob"])
+    assert weighted.exit_code == 0, weighted.output
+    assert "geometric-mean token probability" in weighted.output
+    policy = load_auto_policy(out)
+    assert policy.settings.vote == "mean-logprob"
+    assert "--vote mean-logprob" in policy.fitted_on.command
+    bad = CliRunner().invoke(main, [*args, "--vote", "loudest"])
+    assert bad.exit_code == 2 and "loudest" in bad.output
 
 
 def test_cli_bad_inputs_are_one_clear_line(tmp_path: Path) -> None:
@@ -390,6 +430,41 @@ async def test_auto_draws_more_when_the_probe_disagrees(policy_file: Path) -> No
     assert [r.params.n for r in engine.requests] == [2, 4]
     assert result.answer == "2" and result.votes == {"2": 4.0, "1": 1.0, "3": 1.0}
     assert result.usage.completion_tokens == sum(c.completion_tokens for c in result.candidates)
+
+
+async def test_auto_answers_by_the_vote_its_policy_was_fitted_with(tmp_path: Path) -> None:
+    # "1" is drawn twice and sure (logprob -0.1 a token), "2" three times and unsure (-3): the
+    # majority says "2", the mean-logprob vote "1". Logprobs are asked for every sample.
+    answers = ["1", "2", "2", "2", "1", "3"]
+    sure = {0: -0.1, 1: -3.0, 2: -3.0, 3: -3.0, 4: -0.1, 5: -2.0}
+    hand = hand_policy([(1, None, None, 6), (2, None, None, 2)], probe=2, actions=[2, 6])
+    weighted = hand.model_copy(
+        update={"settings": hand.settings.model_copy(update={"vote": "mean-logprob"})}
+    )
+    path = tmp_path / "weighted.json"
+    save_policy(weighted, path)
+    engine = ScriptedEngine([boxed(a) for a in answers], logprobs=lambda k, i, w: sure[k])
+    result = await run_strategy("auto", engine, "Q?", {"policy": str(path)})
+    assert all(r.params.logprobs for r in engine.requests)
+    assert result.answer == "1"
+    assert result.votes["1"] == pytest.approx(2 * np.exp(-0.1))
+    assert result.votes["2"] == pytest.approx(3 * np.exp(-3.0))
+    total = sum(result.votes.values())
+    assert result.vote_share == pytest.approx(result.votes["1"] / total)
+    (vote,) = [step.detail for step in result.trace if step.step == "vote"]
+    assert vote["kind"] == "mean-logprob"
+    # The same samples under the majority policy answer "2".
+    engine = ScriptedEngine([boxed(a) for a in answers], logprobs=lambda k, i, w: sure[k])
+    plain = await run_strategy(
+        "auto", engine, "Q?", {"policy": str(policy_file_of(hand, tmp_path))}
+    )
+    assert plain.answer == "2" and not any(r.params.logprobs for r in engine.requests)
+
+
+def policy_file_of(policy: AutoPolicy, folder: Path) -> Path:
+    path = folder / "plain.json"
+    save_policy(policy, path)
+    return path
 
 
 async def test_auto_respects_the_budget(policy_file: Path) -> None:

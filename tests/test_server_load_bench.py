@@ -7,6 +7,7 @@ quiet machine and a real load, which a test suite cannot promise."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import socket
 import subprocess
@@ -60,13 +61,14 @@ def listening(url: str) -> bool:
 
 
 def test_json_mode_prints_one_line_with_the_numbers_and_cleans_up() -> None:
-    done = run_script("--stream", "--upstream-ms", "1", "--json")
+    done = run_script("--stream", "--upstream-ms", "2", "--upstream-jitter-ms", "1", "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 1
     result = json.loads(lines[0])
     assert result.keys() >= KEYS
     assert result["stream"] is True and result["clients"] == 2
+    assert result["upstream_ms"] == 2 and result["upstream_jitter_ms"] == 1
     assert result["direct_requests"] == result["ponder_requests"] == 12
     assert result["direct_errors"] == result["ponder_errors"] == 0
     assert result["direct_p50_ms"] > 0 and result["ponder_p50_ms"] > 0
@@ -88,6 +90,22 @@ def test_text_mode_prints_the_numbers() -> None:
 def test_bad_options_are_refused_before_anything_starts() -> None:
     done = run_script("--clients", "0")
     assert done.returncode == 2 and "--clients must be at least 1" in done.stderr
+    done = run_script("--upstream-ms", "5", "--upstream-jitter-ms", "6")
+    assert done.returncode == 2 and "between 0 and --upstream-ms" in done.stderr
+
+
+def test_the_standin_draws_its_delays_within_the_jitter_repeatably() -> None:
+    spec = importlib.util.spec_from_file_location("standin", SCRIPT.parent / "_standin_upstream.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    delays = [module.StandIn(0.05, 0.02, seed=3).next_delay() for _ in range(2)]
+    assert delays[0] == delays[1]  # one seed, one sequence
+    drawn = module.StandIn(0.05, 0.02, seed=3)
+    many = [drawn.next_delay() for _ in range(500)]
+    assert all(0.03 <= d <= 0.07 for d in many)
+    assert max(many) - min(many) > 0.03  # spread over the range, not one value
+    assert module.StandIn(0.05).next_delay() == 0.05
 
 
 class _OpenAfterDone(httpx.AsyncByteStream):

@@ -293,7 +293,10 @@ class MajorityPaths:
     m = r * items + i (ordering r of item i) draws. `correct[k, m]` says whether the majority of
     its first k + 1 samples is right (ties to the answer seen first, as `majority`), `votes[k, m]`
     how many of them the leader holds; `tokens`, `latency` and `confidence` are the drawn
-    sample's own. Rows come in the same seeded orderings `replay` draws for the same seed."""
+    sample's own. `weighted[k, m]`, when the paths were drawn with a `weight`, says whether the
+    weighted vote of the first k + 1 samples (each answer group collecting its samples' scores,
+    as ``weighted-vote:<weight>``) is right. Rows come in the same seeded orderings `replay`
+    draws for the same seed."""
 
     items: int
     orderings: int
@@ -303,6 +306,7 @@ class MajorityPaths:
     tokens: npt.NDArray[np.int32]
     latency: Float32Array
     confidence: Float32Array
+    weighted: BoolArray | None = None
 
     @property
     def depth(self) -> int:
@@ -314,20 +318,32 @@ class MajorityPaths:
 
 
 def majority_paths(
-    data: ReplayData, *, orderings: int = 100, seed: int = 0, depth: int | None = None
+    data: ReplayData,
+    *,
+    orderings: int = 100,
+    seed: int = 0,
+    depth: int | None = None,
+    weight: str | None = None,
 ) -> MajorityPaths:
     """The running majority vote of the first `depth` (default: all S) samples of `orderings`
-    seeded random orderings of every item (see `MajorityPaths`). Memory is about 15 bytes per
+    seeded random orderings of every item (see `MajorityPaths`), and beside it the running vote
+    weighted by the verifier scores named `weight`, if given. Memory is about 15 bytes per
     (position, row) cell."""
     if orderings < 1:
         raise InvalidRequestError(f"orderings must be at least 1, got {orderings}")
     depth = data.samples if depth is None else depth
     if not 1 <= depth <= data.samples:
         raise InvalidRequestError(f"depth must lie in 1..{data.samples} (samples per item)")
+    if weight is not None and weight not in data.scores:
+        have = ", ".join(sorted(data.scores)) or "none"
+        raise InvalidRequestError(
+            f"the run has no {weight!r} scores to weight votes by (it has: {have}); "
+            "mean-logprob needs a run sampled with logprobs"
+        )
     arrays = _Arrays.of(data)
     rng = np.random.default_rng(seed)
     block = max(1, CHUNK_ELEMENTS // (data.items * data.samples))
-    names = ("correct", "votes", "tokens", "latency", "confidence")
+    names = ("correct", "votes", "tokens", "latency", "confidence", "weighted")
     parts: dict[str, list[npt.NDArray[np.generic]]] = {name: [] for name in names}
     for start in range(0, orderings, block):
         draws = _Draws.shuffled(arrays, min(block, orderings - start), rng)
@@ -339,12 +355,18 @@ def majority_paths(
             vote.add(draws, k, ones, draws.answered[k])
             correct[k] = draws.group_correct(vote.leader)
             votes[k] = vote.lead_weight
+        weighted = np.zeros((0, draws.rows), dtype=bool)
+        if weight is not None:
+            scores = draws.take(arrays.scores[weight])
+            by_score = _weighted_vote(draws, range(1, depth + 1), scores)
+            weighted = np.stack([by_score[n].correct for n in range(1, depth + 1)])
         drawn: tuple[npt.NDArray[np.generic], ...] = (
             correct,
             votes,
             draws.tokens[:depth],
             draws.latency[:depth],
             draws.confidence[:depth],
+            weighted,
         )
         for name, values in zip(names, drawn, strict=True):
             parts[name].append(values)
@@ -358,6 +380,7 @@ def majority_paths(
         tokens=joined["tokens"].astype(np.int32, copy=False),
         latency=joined["latency"].astype(np.float32, copy=False),
         confidence=joined["confidence"].astype(np.float32, copy=False),
+        weighted=None if weight is None else joined["weighted"].astype(bool, copy=False),
     )
 
 

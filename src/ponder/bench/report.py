@@ -721,6 +721,7 @@ def _planner_rows(
         described.append(
             f"auto: {where} (probe {policy.probe} samples, bins by vote share"
             + (f" and {policy.settings.feature}" if policy.settings.feature else "")
+            + f", answers by {policy.settings.vote} vote"
             + f"; fitted for {policy.settings.objective.describe()} on "
             f"{policy.fitted_on.describe()})"
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import cast
+from typing import cast, get_args
 
 import click
 from rich.console import Console
@@ -31,6 +31,7 @@ from ponder.planning.policy import (
     Objective,
     PlanSettings,
     Policy,
+    Vote,
     default_actions,
     load_policy,
     save_policy,
@@ -92,6 +93,14 @@ def _objective(
 )
 @click.option("--splits", default=2, show_default=True, help="Bins per vote level.")
 @click.option(
+    "--vote",
+    type=click.Choice(get_args(Vote)),
+    default="majority",
+    show_default=True,
+    help="How the samples drawn answer: plain majority, or weighted by each sample's "
+    "geometric-mean token probability (needs runs sampled with logprobs).",
+)
+@click.option(
     "--actions",
     default=None,
     help="Total samples a bin may draw, comma-separated (default: the probe, then 1.5x/2x "
@@ -134,6 +143,7 @@ def fit(
     probe: int,
     feature: str,
     splits: int,
+    vote: str,
     actions: str | None,
     match: float | None,
     budget_tokens: float | None,
@@ -155,11 +165,13 @@ def fit(
             feature=None if feature == "none" else cast(Feature, feature),
             splits=splits,
             actions=_sizes(actions) or default_actions(probe, samples),
+            vote=cast(Vote, vote),
             objective=_objective(match, budget_tokens, budget_share, budget_n),
             window=window,
         )
         parts = ["ponder", "plan", "fit", *map(str, runs), "--out", str(out)]
         parts += ["--probe", str(probe), "--feature", feature, "--splits", str(splits)]
+        parts += ["--vote", vote]
         if actions is not None:
             parts += ["--actions", ",".join(map(str, settings.actions))]
         parts += _objective_flags(settings.objective)
@@ -279,10 +291,15 @@ def _explain_auto(policy: AutoPolicy, console: Console, name: str) -> None:
     settings, expected = policy.settings, policy.expected
     feature = settings.feature
     split = f" and by their mean {feature}" if feature else ""
+    how = (
+        "majority vote"
+        if settings.vote == "majority"
+        else "a vote weighted by each sample's geometric-mean token probability"
+    )
     console.print(f"[bold]auto policy[/bold] ({name}, format {policy.kind} v{policy.version})")
     console.print(
         f"Draw {settings.probe} samples (the probe); place the question by how many of them the "
-        f"leading answer holds{split}; draw that bin's samples in all; answer by majority vote. "
+        f"leading answer holds{split}; draw that bin's samples in all; answer by {how}. "
         "A bin that stops at the probe is easy (already settled) or hopeless (more samples did "
         "not help on the fitting runs)."
     )

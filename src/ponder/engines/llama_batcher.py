@@ -168,18 +168,27 @@ class LlamaBatcher:
                         self._cv.wait()
                     if self._stopping:
                         break
-                    cancels = list(self._cancels)
-                    self._cancels.clear()
                     admitted = self._admit_locked()
-                for job, index in cancels:
-                    self._apply_cancel(job, index)
+                self._apply_cancels()
                 for job in admitted:
                     self._start(job)
+                    self._apply_cancels()
                 if self._active:
                     self._step()
                 self._flush()
         finally:
             self._shutdown()
+
+    def _apply_cancels(self) -> None:
+        """Apply the cancellations asked for so far and hand their results over at once: a
+        caller stopping at a deadline must not also wait for other requests' prompts."""
+        with self._cv:
+            cancels = list(self._cancels)
+            self._cancels.clear()
+        for job, index in cancels:
+            self._apply_cancel(job, index)
+        if cancels:
+            self._flush()
 
     def _admit_locked(self) -> list[Job]:
         """First come, first served: stop at the first job that does not fit yet (no starvation)."""

@@ -85,7 +85,8 @@ def probe_runs(
                 f"{run.source.path} has {data.samples} samples per item; the actions go up to "
                 f"{max(settings.actions)}"
             )
-        paths = majority_paths(data, orderings=orderings, seed=seed)
+        weight = None if settings.vote == "majority" else settings.vote
+        paths = majority_paths(data, orderings=orderings, seed=seed, weight=weight)
         parts.append(probed(paths, settings.probe, settings.actions))
     return join(parts)
 

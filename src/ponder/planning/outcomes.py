@@ -105,7 +105,8 @@ class Probed:
 
 
 def probed(paths: MajorityPaths, probe: int, actions: Sequence[int]) -> Probed:
-    """`paths` reduced to the probe's features and each action's outcome."""
+    """`paths` reduced to the probe's features and each action's outcome: its weighted vote
+    where the paths have one, else its majority (the reference is always plain majority)."""
     if not 1 <= probe <= paths.depth:
         raise PlanError(
             f"a probe of {probe} samples needs runs with at least {probe} samples per item; "
@@ -117,6 +118,7 @@ def probed(paths: MajorityPaths, probe: int, actions: Sequence[int]) -> Probed:
             f"got {list(actions)}"
         )
     spent = np.cumsum(paths.tokens, axis=0, dtype=np.float64)
+    answered = paths.correct if paths.weighted is None else paths.weighted
     head = paths.latency[:probe].max(axis=0).astype(np.float64)
     latency = []
     for n in actions:
@@ -130,7 +132,7 @@ def probed(paths: MajorityPaths, probe: int, actions: Sequence[int]) -> Probed:
         votes=paths.votes[probe - 1].astype(np.intp),
         confidence=mean_confidence(paths.confidence[:probe]),
         length=spent[probe - 1] / probe,
-        correct=np.stack([paths.correct[n - 1] for n in actions]),
+        correct=np.stack([answered[n - 1] for n in actions]),
         tokens=np.stack([spent[n - 1] for n in actions]),
         latency=np.stack(latency),
         reference={n: (paths.correct[n - 1], spent[n - 1]) for n in powers_of_two(paths.depth)},

@@ -37,6 +37,7 @@ DEFAULT_POLICY = "default_policy.json"
 """The shipped auto policy, beside this module (package data)."""
 
 Feature = Literal["confidence", "length"]
+Vote = Literal["majority", "mean-logprob"]
 CascadeFeature = Literal["share", "confidence"]
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
@@ -175,6 +176,11 @@ class PlanSettings(BaseModel):
     )
     splits: int = Field(default=2, ge=1, le=8, description="bins per vote level")
     actions: list[int] = Field(description="total samples a bin may draw, the probe's included")
+    vote: Vote = Field(
+        default="majority",
+        description="how the samples drawn choose the answer: plain majority, or each answer "
+        "collecting its samples' geometric-mean token probabilities (weighted-vote:mean-logprob)",
+    )
     objective: Objective
     window: int = Field(default=16, ge=1, description="DeepConf group window, tokens")
     min_items: int = Field(

@@ -3,7 +3,8 @@ of a few samples says how hard the question is (how many agree, how confident th
 policy, fitted offline on benchmark runs (`ponder plan fit`), maps that to how many samples to
 draw in all: an easy question stops at the probe, a medium one gets more, and one where more
 samples did not help (hopeless for this model) stops too rather than burn the budget. The answer
-is the majority vote of everything drawn.
+is the vote of everything drawn: a plain majority, or, where the policy was fitted so, each
+answer collecting its samples' geometric-mean token probabilities (their mean-logprob scores).
 
 The budget still rules: extra samples are capped by the samples left and by the tokens left at
 the probe's mean length, and a limit reached mid-way answers from what was drawn.
@@ -16,12 +17,14 @@ from pathlib import Path
 from pydantic import Field
 
 from ponder.budget import BudgetExhausted
-from ponder.planning.policy import load_auto_policy
+from ponder.planning.policy import Vote, load_auto_policy
 from ponder.strategies.primitives import Question, as_messages, group_answers, weighted_vote
 from ponder.strategies.probe import ProbeReading, confidence_sampling, read_probe
 from ponder.strategies.registry import Strategy, StrategyParams
 from ponder.strategies.result import Candidate, Result
 from ponder.strategies.session import Session
+from ponder.verifiers.confidence import mean_logprob
+from ponder.verifiers.self_certainty import mean_logprob_score
 
 
 class AutoParams(StrategyParams):
@@ -41,11 +44,26 @@ def extra_samples(session: Session, wanted: int, probe: ProbeReading) -> int:
     return min(wanted, int(tokens_left // probe.length))
 
 
+def final_vote(candidates: list[Candidate], vote: Vote) -> tuple[str | None, dict[str, float]]:
+    """The policy's vote over every sample drawn. A mean-logprob vote weighs each sample by
+    exp(its mean token logprob), a sample without logprobs by 0 (as offline replay scores it);
+    with no logprobs at all (an engine that returns none) it is a plain majority."""
+    answers = group_answers([c.answer for c in candidates])
+    if vote == "mean-logprob" and any(c.logprobs for c in candidates):
+        weights = [
+            float(mean_logprob_score(mean_logprob(c.logprobs))) if c.logprobs else 0.0
+            for c in candidates
+        ]
+        return weighted_vote(answers, weights)
+    return weighted_vote(answers)
+
+
 async def auto(session: Session, question: Question, p: AutoParams) -> Result:
     policy = load_auto_policy(None if p.policy is None else Path(p.policy))
     messages = as_messages(question)
-    feature = policy.settings.feature
-    overrides = confidence_sampling(session, policy.top_logprobs, feature == "confidence")
+    feature, vote = policy.settings.feature, policy.settings.vote
+    needs_logprobs = feature == "confidence" or vote == "mean-logprob"
+    overrides = confidence_sampling(session, policy.top_logprobs, needs_logprobs)
     try:
         probe = await session.sample(messages, policy.probe, step="probe", **overrides)
     except BudgetExhausted:
@@ -64,9 +82,11 @@ async def auto(session: Session, question: Question, p: AutoParams) -> Result:
         except BudgetExhausted:
             more = []
     candidates = probe + more
-    answer, votes = weighted_vote(group_answers([c.answer for c in candidates]))
-    session.record("vote", votes=votes)
-    share = votes.get(answer, 0.0) / len(candidates) if answer is not None else 0.0
+    answer, votes = final_vote(candidates, vote)
+    session.record("vote", kind=vote, votes=votes)
+    # The leader's share of every sample drawn (answered or not), or of all the weight cast.
+    total = len(candidates) if vote == "majority" else sum(votes.values())
+    share = votes.get(answer, 0.0) / total if answer is not None and total > 0 else 0.0
     return session.result(answer, candidates, votes, share=share)
 
 
