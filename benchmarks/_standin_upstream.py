@@ -61,8 +61,11 @@ def _usage() -> dict[str, int]:
     }
 
 
-def completion(request: dict[str, Any], *, chat: bool, rid: int) -> bytes:
-    """The whole response (head and body) for one completion request."""
+def completion(request: dict[str, Any], *, chat: bool, rid: int, delay_s: float = 0.0) -> bytes:
+    """The whole response (head and body) for one completion request, which says in
+    `standin_delay_ms` (a field clients ignore) how long the stand-in holds it back, so a load
+    test can take the upstream's own time out of each request's latency."""
+    delay_ms = round(delay_s * 1000, 3)
     created = int(time.time())
     model = request.get("model") or MODEL
     ident = f"{'chatcmpl' if chat else 'cmpl'}-standin-{rid}"
@@ -81,6 +84,7 @@ def completion(request: dict[str, Any], *, chat: bool, rid: int) -> bytes:
                 "model": model,
                 "choices": [{**first, "finish_reason": "stop", "logprobs": None}],
                 "usage": _usage(),
+                "standin_delay_ms": delay_ms,
             },
         )
     obj = "chat.completion.chunk" if chat else "text_completion"
@@ -98,6 +102,7 @@ def completion(request: dict[str, Any], *, chat: bool, rid: int) -> bytes:
     if chat:
         chunks.append({**head, "choices": [choice("", None, role=True)]})
     chunks.extend({**head, "choices": [choice(piece, None)]} for piece in PIECES)
+    chunks[0]["standin_delay_ms"] = delay_ms
     chunks.append({**head, "choices": [choice(None, "stop")]})
     options = request.get("stream_options")
     if isinstance(options, dict) and options.get("include_usage"):
@@ -189,8 +194,9 @@ class _Connection(asyncio.Protocol):
             self._send(_error("400 Bad Request", f"bad JSON: {exc}"))
             return
         server.completions += 1
-        reply = completion(request, chat=path.endswith("chat/completions"), rid=server.completions)
         delay = server.next_delay()
+        chat = path.endswith("chat/completions")
+        reply = completion(request, chat=chat, rid=server.completions, delay_s=delay)
         if delay <= 0:
             self._send(reply)
             return

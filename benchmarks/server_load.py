@@ -9,16 +9,24 @@ one is answered. After a warm-up against both targets, phases alternate, direct 
 through ponder, `--rounds` times, so background noise hits both sides alike; a phase is a fixed
 number of requests (`--requests`) or a fixed time (`--seconds`).
 
-Reported, per target: p50/p95 latency of a whole request (for a stream, until its last byte) and
-throughput (requests / phase wall time, pooled over rounds); then the added latency p50 (ponder
-p50 - direct p50), the throughput ratio (ponder / direct), the CPU each process spent per
-request (from /proc; ponder's is the pass-through cost that sets its capacity: about 1000 / ms
-requests/s on its one core), how many upstream requests and new upstream connections each
-request through ponder cost, and the load average before and after. The targets are an added
+Reported, per target: p50/p95 latency of a whole request (for a stream, until its last byte),
+the same of its latency less the time the stand-in held it back (each response says so in a
+`standin_delay_ms` field, which ponder passes through), and throughput (requests / phase wall
+time, pooled over rounds); then the added latency (ponder's p50 of latency less the upstream's
+delay - direct's; likewise p95), the throughput ratio (ponder / direct), the CPU each process
+spent per request (from /proc; ponder's is the pass-through cost that sets its capacity: about
+1000 / ms requests/s on its one core), how many upstream requests and new upstream connections
+each request through ponder cost, and the load average before and after. The targets are an added
 p50 of at most 2 ms and a ratio of at least 0.8.
 
-The stand-in answers after `--upstream-ms` (default 50), as a fast model server answering a short
-completion would; with C clients that offers about C / upstream-ms requests per second. The
+The stand-in answers after `--upstream-ms` (default 50) +- `--upstream-jitter-ms` (default half
+of it, drawn uniformly with a fixed seed), as a fast model server answering a short completion
+would; with C clients that offers about C / upstream-ms requests per second. Why the jitter: with
+one fixed time the closed-loop clients move in lock-step waves, all C requests of a wave arriving
+together and queueing behind one another in whichever process is the busiest (the load
+generator when the machine is idle, so the direct side is the slower one and the added latency
+comes out negative; ponder's event loop on a loaded machine), which measures the waves rather
+than ponder; a real upstream's times vary. ``--upstream-jitter-ms 0`` still runs that case. The
 direct figures include everything that is not ponder (the load generator, the stand-in), so the
 difference is ponder's. With ``--upstream-ms 0`` the test instead compares raw capacity: ponder's
 CPU per request against a raw asyncio stand-in's, which a Python proxy doing at least the
@@ -31,7 +39,7 @@ the load average is printed for that reason. ponder is started with ``--max-runn
 upstream requests in flight, so more clients than that queue there.
 
     python benchmarks/server_load.py [--clients 32] [--requests 2000 | --seconds 10]
-        [--rounds 2] [--stream] [--upstream-ms 50] [--json]
+        [--rounds 2] [--stream] [--upstream-ms 50] [--upstream-jitter-ms 25] [--json]
 
 Exits 1 if any request failed (the numbers are still printed).
 """
@@ -44,6 +52,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -61,6 +70,7 @@ HERE = Path(__file__).resolve().parent
 STANDIN = HERE / "_standin_upstream.py"
 MODEL = "standin"
 MESSAGES = [{"role": "user", "content": "What is 2+2?"}]
+DELAY_FIELD = re.compile(rb'"standin_delay_ms":([0-9.eE+-]+)')
 EXPECTED = b"The answer is 4."  # the stand-in's completion; the non-streamed body carries it whole
 TARGET_ADDED_P50_MS = 2.0
 TARGET_RATIO = 0.8
@@ -214,6 +224,7 @@ def services(
 class Phase:
     target: Target
     latencies_s: list[float] = field(default_factory=list)
+    overheads_s: list[float] = field(default_factory=list)  # latency - the upstream's own delay
     errors: list[str] = field(default_factory=list)
     wall_s: float = 0.0
     cpu_s: dict[str, float | None] = field(default_factory=dict)  # per process, during the phase
@@ -232,22 +243,37 @@ def request_body(stream: bool) -> dict[str, Any]:
     return body
 
 
-async def one_request(http: httpx.AsyncClient, url: str, body: dict[str, Any]) -> str | None:
-    """Send one completion request and read all of its response; None, or what went wrong."""
+def upstream_delay_s(body: bytes) -> float:
+    """The time the stand-in held this response back, as its body says (`standin_delay_ms`)."""
+    found = DELAY_FIELD.search(body)
+    if found is None:
+        raise ValueError("the response does not say the stand-in's delay")
+    return float(found.group(1)) / 1000
+
+
+async def one_request(
+    http: httpx.AsyncClient, url: str, body: dict[str, Any]
+) -> tuple[str | None, float]:
+    """Send one completion request and read all of its response: (None, or what went wrong;
+    the upstream's own delay in seconds)."""
     try:
         if body.get("stream"):
             async with http.stream("POST", url, json=body) as response:
-                tail = b""
+                head = tail = b""
                 async for piece in response.aiter_bytes():
+                    if len(head) < 1024:
+                        head += piece
                     tail = (tail + piece)[-64:]
                 ok = response.status_code == 200 and b"data: [DONE]" in tail
-                return None if ok else f"HTTP {response.status_code}, stream ended {tail!r}"
+                if not ok:
+                    return f"HTTP {response.status_code}, stream ended {tail!r}", 0.0
+                return None, upstream_delay_s(head)
         response = await http.post(url, json=body)
         if response.status_code == 200 and EXPECTED in response.content:
-            return None
-        return f"HTTP {response.status_code}: {response.content[:200]!r}"
-    except httpx.HTTPError as exc:
-        return f"{type(exc).__name__}: {exc}"
+            return None, upstream_delay_s(response.content)
+        return f"HTTP {response.status_code}: {response.content[:200]!r}", 0.0
+    except (httpx.HTTPError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}", 0.0
 
 
 async def run_phase(
@@ -275,9 +301,11 @@ async def run_phase(
             elif time.perf_counter() >= stop_at:
                 return
             begun = time.perf_counter()
-            problem = await one_request(http, url, body)
+            problem, upstream_s = await one_request(http, url, body)
             if problem is None:
-                phase.latencies_s.append(time.perf_counter() - begun)
+                latency = time.perf_counter() - begun
+                phase.latencies_s.append(latency)
+                phase.overheads_s.append(latency - upstream_s)
             else:
                 phase.errors.append(problem)
 
@@ -385,6 +413,9 @@ def summarise(
         wall = sum(p.wall_s for p in mine)
         out[f"{target}_p50_ms"] = round(percentile(latencies, 50) * 1000, 3)
         out[f"{target}_p95_ms"] = round(percentile(latencies, 95) * 1000, 3)
+        overheads = [x for p in mine for x in p.overheads_s]
+        out[f"{target}_overhead_p50_ms"] = round(percentile(overheads, 50) * 1000, 3)
+        out[f"{target}_overhead_p95_ms"] = round(percentile(overheads, 95) * 1000, 3)
         out[f"{target}_rps"] = round(done / wall, 1) if wall > 0 else 0.0
         out[f"{target}_requests"] = done
         out[f"{target}_errors"] = sum(len(p.errors) for p in mine)
@@ -404,8 +435,12 @@ def summarise(
     out["ponder_upstream_connections_opened"] = sum(
         p.upstream.get("connections", 0) for p in through
     )
-    out["added_latency_p50_ms"] = round(out["ponder_p50_ms"] - out["direct_p50_ms"], 3)
-    out["added_latency_p95_ms"] = round(out["ponder_p95_ms"] - out["direct_p95_ms"], 3)
+    # What ponder adds to a request: its latency less the upstream's own delay, through ponder
+    # against direct. With a fixed delay this is the difference of the latency percentiles;
+    # with a jittered one it leaves the jitter's spread out of the comparison.
+    for q in ("p50", "p95"):
+        added = out[f"ponder_overhead_{q}_ms"] - out[f"direct_overhead_{q}_ms"]
+        out[f"added_latency_{q}_ms"] = round(added, 3)
     direct_rps = out["direct_rps"]
     out["throughput_ratio"] = round(out["ponder_rps"] / direct_rps, 3) if direct_rps else 0.0
     out["meets_latency_target"] = out["added_latency_p50_ms"] <= TARGET_ADDED_P50_MS
@@ -446,11 +481,15 @@ def print_report(result: dict[str, Any], errors: list[str]) -> None:
         )
         + " per target"
     )
-    print(f"{'':8} {'p50 ms':>9} {'p95 ms':>9} {'req/s':>9} {'errors':>7}")
+    print(
+        f"{'':8} {'p50 ms':>9} {'p95 ms':>9} {'req/s':>9} {'errors':>7}   latency less the "
+        "upstream's delay: p50 / p95 ms"
+    )
     for target in TARGETS:
         print(
             f"{target:8} {result[f'{target}_p50_ms']:9.2f} {result[f'{target}_p95_ms']:9.2f} "
-            f"{result[f'{target}_rps']:9.1f} {result[f'{target}_errors']:7d}"
+            f"{result[f'{target}_rps']:9.1f} {result[f'{target}_errors']:7d}   "
+            f"{result[f'{target}_overhead_p50_ms']:.2f} / {result[f'{target}_overhead_p95_ms']:.2f}"
         )
     ok = {True: "ok", False: "MISSED"}
     print(
@@ -517,8 +556,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--upstream-jitter-ms",
         type=float,
-        default=0.0,
-        help="each response time is drawn uniformly from upstream-ms +- this (fixed seed)",
+        default=None,
+        help="each response time is drawn uniformly from upstream-ms +- this, with a fixed seed "
+        "(default: half of upstream-ms; 0: a fixed time, which moves the clients in lock-step)",
     )
     parser.add_argument(
         "--ponder-log-level",
@@ -537,6 +577,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--warmup must not be negative")
     if args.upstream_ms < 0:
         parser.error("--upstream-ms must not be negative")
+    if args.upstream_jitter_ms is None:
+        args.upstream_jitter_ms = args.upstream_ms / 2
     if not 0 <= args.upstream_jitter_ms <= args.upstream_ms:
         parser.error("--upstream-jitter-ms must be between 0 and --upstream-ms")
     if args.warmup is None:

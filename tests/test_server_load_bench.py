@@ -73,8 +73,11 @@ def test_json_mode_prints_one_line_with_the_numbers_and_cleans_up() -> None:
     assert result["direct_errors"] == result["ponder_errors"] == 0
     assert result["direct_p50_ms"] > 0 and result["ponder_p50_ms"] > 0
     assert result["throughput_ratio"] > 0
+    # Added latency: each request's latency less the stand-in's own delay, ponder against direct.
+    for target in ("direct", "ponder"):
+        assert 0 < result[f"{target}_overhead_p50_ms"] < result[f"{target}_p50_ms"]
     assert result["added_latency_p50_ms"] == pytest.approx(
-        result["ponder_p50_ms"] - result["direct_p50_ms"], abs=0.01
+        result["ponder_overhead_p50_ms"] - result["direct_overhead_p50_ms"], abs=0.01
     )
     assert result["ponder_upstream_requests_per_request"] == 1.0
     assert not listening(result["ponder_url"]) and not listening(result["upstream_url"])
