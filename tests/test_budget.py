@@ -132,6 +132,27 @@ async def test_deadline_cancels_samples_mid_generation_and_the_strategy_answers(
     assert result.answer == "7" and result.votes == {"7": 4.0}
 
 
+async def test_deadline_does_not_wait_for_an_engine_stuck_in_a_step() -> None:
+    # Each scripted step takes a minute (a loaded machine's decoding step, taken to the limit):
+    # the cancellation at the deadline would only reach the engine after it, so the session
+    # answers from the first token each sample streamed, before the deadline.
+    engine = ScriptedEngine([LONG], step_s=60.0)
+    try:
+        result = await run_strategy(
+            "self-consistency", engine, "Q?", {"n": 3}, budget=Budget(max_seconds=0.3)
+        )
+    finally:
+        for task in engine._tasks:
+            task.cancel()
+    assert result.latency_s < 5  # not the minute the step takes
+    assert result.stopped_by == "max_seconds"
+    assert [c.finish_reason for c in result.candidates] == ["cancelled"] * 3
+    assert [c.completion_tokens for c in result.candidates] == [1, 1, 1]
+    assert result.usage.completion_tokens == 3 and result.usage.prompt_tokens > 0
+    assert result.answer == "7" and result.votes == {"7": 3.0}
+    assert any("did not hand the samples back" in w for w in result.warnings)
+
+
 async def test_deadline_stops_concurrent_requests_and_refuses_new_ones() -> None:
     engine = ScriptedEngine([LONG], step_s=SLOW_S)
     session = Session(engine, strategy="test", budget=Budget(max_seconds=0.1))

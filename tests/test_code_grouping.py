@@ -67,7 +67,8 @@ async def test_two_correct_variants_beat_one_bug_seen_first() -> None:
 
 async def test_an_infinite_loop_times_out_and_gets_no_vote() -> None:
     hang = fenced("def add(a, b):\n    while True:\n        pass")
-    result, _ = await run_code([hang, CORRECT[0]], code_timeout_s=1)
+    # 3 s: room for a busy machine to start the sandbox's Python for the correct one
+    result, _ = await run_code([hang, CORRECT[0]], code_timeout_s=3)
     looping, correct = result.candidates
     assert looping.answer is None
     assert looping.error is not None and "timed out" in looping.error

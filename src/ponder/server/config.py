@@ -55,8 +55,8 @@ class ServerConfig(BaseModel):
     deadline_grace_s: float = Field(
         default=2.0,
         ge=0,
-        description="after the deadline, how long a strategy that has not answered (its engine "
-        "ignores cancellation, or it is busy with work that is not an engine request) may take "
+        description="after the deadline, how long a strategy that has not answered (busy with "
+        "work that is not an engine request, such as running its samples' code) may take "
         "before it is stopped outright and the samples it has are voted on",
     )
     prices: dict[str, TokenPrice | HourlyPrice] | None = Field(

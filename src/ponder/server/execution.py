@@ -9,8 +9,10 @@ Every engine request a strategy makes goes through a `MeteredEngine`, a thin pro
 request's handle and collects its final `Generation` even when the strategy stopped waiting for
 it (the client left, the strategy was cut off). That is how the server's usage stays complete.
 
-One thing the session cannot do is interrupt work that is not an engine request, or an engine
-that ignores cancellation. So if the strategy has not answered `grace_s` after its deadline, it is
+An engine slow to honour a cancellation is not waited for past the deadline (the session answers
+from what its samples streamed), and the meter still counts what it made until it stopped. One
+thing the session cannot do is interrupt work that is not an engine request (a sandbox running
+the samples' code). So if the strategy has not answered `grace_s` after its deadline, it is
 cancelled outright and the answer is a majority vote of the samples that came back.
 """
 

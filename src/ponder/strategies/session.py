@@ -12,8 +12,11 @@ it: a reserve (`DEADLINE_RESERVE` of it) is kept for the strategy to decide, and
 cancellation takes effect at the engine's next decoding step, sampling stops once the next step
 (timed as tokens stream in) would run into that reserve. A loop timer does the same while
 requests wait without streaming. Running samples are cancelled mid-generation and no new request
-starts. Work that is not an engine request (a sandbox run, a math-verify comparison) is not
-interrupted.
+starts. An engine that has not handed a cancelled request back by `GIVE_UP_AT` of the deadline
+(a decoding step or another request's prompt taking seconds on a loaded machine) is not waited
+for: the request is answered from the text it streamed, and the tokens the engine made after
+that are not counted (at most one step's). Work that is not an engine request (a sandbox run,
+a math-verify comparison) is not interrupted.
 
 Each request is priced at the price of the model that serves it (`price_of`): the session's
 engine's, a cascade's larger model's, a judge's. A per-token price charges the request's tokens;
@@ -51,6 +54,8 @@ from ponder.engines.types import (
     SampleEvent,
     SampleFinished,
     SamplingParams,
+    Timings,
+    TokenLogprob,
     Usage,
 )
 from ponder.errors import InvalidRequestError
@@ -60,6 +65,13 @@ from ponder.strategies.result import Candidate, Result, TraceStep
 DEADLINE_RESERVE = 0.05
 """Share of a deadline kept for the strategy to answer after sampling stops (voting, grouping
 answers): 0.3 s of a 6 s deadline."""
+GIVE_UP_AT = 1 - DEADLINE_RESERVE / 2
+"""Share of a deadline after which a request the engine has not handed back is answered from
+what it streamed: half the reserve is left for the strategy to answer."""
+GAVE_UP_WARNING = (
+    "the engine did not hand the samples back by the deadline: they end with the text they had "
+    "streamed (tokens it made after that are not counted)"
+)
 STEP_SMOOTHING = 0.3
 """Weight of a shorter newest gap between two tokens of a sample in the decoding-step estimate (a
 longer one replaces it at once: a step slowed by another request's prompt is as likely again)."""
@@ -72,6 +84,59 @@ Watch = Callable[[int, SampleDelta], bool]
 """Called with (sample index in the request, delta); returning True cancels that sample."""
 Enough = Callable[[list[Completion]], bool]
 """Called with the samples finished so far; returning True cancels the rest of the request."""
+
+
+@dataclass
+class _Streamed:
+    """What one request has streamed so far, sample by sample: its answer when the engine cannot
+    hand it back before the deadline."""
+
+    n: int
+    texts: dict[int, list[str]] = field(default_factory=dict)
+    tokens: dict[int, int] = field(default_factory=dict)
+    logprobs: dict[int, list[TokenLogprob]] = field(default_factory=dict)
+    finished: dict[int, Completion] = field(default_factory=dict)
+
+    def add(self, delta: SampleDelta) -> None:
+        i = delta.index
+        self.texts.setdefault(i, []).append(delta.text)
+        self.tokens[i] = self.tokens.get(i, 0) + delta.tokens
+        if delta.logprobs:
+            self.logprobs.setdefault(i, []).extend(delta.logprobs)
+
+    def generation(self, model: str, prompt_tokens: int, seconds: float) -> Generation:
+        """Finished samples as they finished; the others cancelled where they had got to."""
+        completions = [
+            self.finished.get(i)
+            or Completion(
+                index=i,
+                text="".join(self.texts.get(i, [])),
+                finish_reason="cancelled",
+                completion_tokens=self.tokens.get(i, 0),
+                logprobs=self.logprobs.get(i),
+                latency_s=seconds,
+            )
+            for i in range(self.n)
+        ]
+        usage = Usage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=sum(c.completion_tokens for c in completions),
+        )
+        return Generation(
+            model=model,
+            completions=completions,
+            usage=usage,
+            timings=Timings(total_s=seconds),
+            warnings=[GAVE_UP_WARNING],
+        )
+
+
+class _GaveUp(Exception):
+    """The deadline passed `GIVE_UP_AT` before the engine handed a request back."""
+
+    def __init__(self, streamed: _Streamed) -> None:
+        super().__init__("gave up waiting for the engine at the deadline")
+        self.streamed = streamed
 
 
 @dataclass
@@ -370,7 +435,14 @@ class Session:
         handle = engine.start(request)  # may raise: nothing reserved yet
         self.samples += n
         account = self._account(engine, price)
-        generation = await self._follow(handle, n, watch, enough, prompt, account)
+        begun = self.elapsed()
+        try:
+            generation = await self._follow(handle, n, watch, enough, prompt, account)
+        except _GaveUp as gave_up:
+            prompt_tokens = estimate_prompt_tokens(engine, request)[0]
+            generation = gave_up.streamed.generation(
+                engine.model, prompt_tokens, self.elapsed() - begun
+            )
         self.usage = self.usage + generation.usage
         account.usage = account.usage + generation.usage
         self.warnings.extend(w for w in generation.warnings if w not in self.warnings)
@@ -421,32 +493,21 @@ class Session:
         (tokens, dollars, the deadline), and apply the strategy's per-sample (`watch`) and
         whole-request (`enough`) stopping rules. `prompt` is the request's estimated prompt
         tokens, priced in its model's `account` while it runs."""
-        finished: list[Completion] = []
-        streamed = 0
-        last_token_at: dict[int, float] = {}
+        so_far = _Streamed(n)
         self._running.add(handle)
         account.start(self.elapsed(), prompt)
         self._arm_deadline()
+        give_up = asyncio.timeout(self._give_up_in())
         try:
-            async for event in handle.events():
-                if self.on_event is not None:
-                    self.on_event(event)
-                if isinstance(event, SampleDelta):
-                    streamed += event.tokens
-                    self._streaming += event.tokens
-                    account.streaming += event.tokens
-                    self._time_step(last_token_at, event.index)
-                    limit = self._spending_limit()
-                    if limit is not None:
-                        self._stop(limit)
-                    elif watch is not None and watch(event.index, event):
-                        handle.cancel(event.index)
-                elif isinstance(event, SampleFinished):
-                    finished.append(event.completion)
-                    if enough is not None and len(finished) < n and enough(finished):
-                        handle.cancel()
-            return await handle.result()
+            async with give_up:
+                return await self._relay(handle, n, watch, enough, account, so_far)
+        except TimeoutError:
+            if not give_up.expired():
+                raise  # the engine's own, not the deadline's
+            self.stopped_by = self.stopped_by or self._limit() or "max_seconds"
+            raise _GaveUp(so_far) from None
         finally:
+            streamed = sum(so_far.tokens.values())
             self._running.discard(handle)
             self._streaming -= streamed
             account.end(self.elapsed(), prompt, streamed)
@@ -456,6 +517,38 @@ class Session:
                 self._timer.cancel()
                 self._timer = None
 
+    async def _relay(
+        self,
+        handle: GenerationHandle,
+        n: int,
+        watch: Watch | None,
+        enough: Enough | None,
+        account: _Account,
+        so_far: _Streamed,
+    ) -> Generation:
+        """`_follow`'s loop over the request's events, until the engine hands it back."""
+        finished: list[Completion] = []
+        last_token_at: dict[int, float] = {}
+        async for event in handle.events():
+            if self.on_event is not None:
+                self.on_event(event)
+            if isinstance(event, SampleDelta):
+                so_far.add(event)
+                self._streaming += event.tokens
+                account.streaming += event.tokens
+                self._time_step(last_token_at, event.index)
+                limit = self._spending_limit()
+                if limit is not None:
+                    self._stop(limit)
+                elif watch is not None and watch(event.index, event):
+                    handle.cancel(event.index)
+            elif isinstance(event, SampleFinished):
+                finished.append(event.completion)
+                so_far.finished[event.completion.index] = event.completion
+                if enough is not None and len(finished) < n and enough(finished):
+                    handle.cancel()
+        return await handle.result()
+
     def _time_step(self, last_token_at: dict[int, float], index: int) -> None:
         """Update the decoding-step estimate with the gap since sample `index`'s last token."""
         now = self.elapsed()
@@ -464,6 +557,14 @@ class Session:
         if before is not None:
             gap = now - before
             self._step_s = max(gap, self._step_s + STEP_SMOOTHING * (gap - self._step_s))
+
+    def _give_up_in(self) -> float | None:
+        """Seconds until a request still running is answered from what it streamed (None: no
+        deadline, wait for the engine)."""
+        if self._deadline is None:
+            return None
+        at, _ = self._deadline
+        return max(0.0, at * GIVE_UP_AT - self.elapsed())
 
     def _arm_deadline(self) -> None:
         """While requests run, a loop timer stops them when the deadline's reserve begins, in
