@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ponder.bench.report import CASCADE, PlannerOptions, build_report, render_markdown
+from ponder.bench.report import (
+    CASCADE,
+    CASCADE_ORACLE,
+    PlannerOptions,
+    build_report,
+    render_markdown,
+)
 from ponder.budget import Budget, BudgetError
 from ponder.cli import main
 from ponder.engines.embedded import EmbeddedEngine
@@ -21,6 +27,7 @@ from ponder.planning.cascade import (
     cascade_table,
     cross_fit,
     fit_cascade,
+    oracle,
     play,
     reduce_to,
     search,
@@ -102,6 +109,28 @@ def test_cross_fitting_the_cascade() -> None:
         cross_fit(table, target=0.0)
 
 
+def test_the_oracle_router_bounds_what_any_router_can_do() -> None:
+    # The small model is as sure when wrong as when right, so no router tells the two apart and
+    # the searched cascade escalates everything; the oracle escalates only the wrong half.
+    sure_wrong = Kind([1, 1, 1, 1], 50, 9.0)
+    kinds = [SMALL_EASY] * 10 + [sure_wrong] * 10
+    small = plan_run(replay_data(kinds, confidence=False), price=PER_TOKEN)
+    large = plan_run(replay_data([LARGE] * 20), model="big", price=PER_TOKEN)
+    table = cascade_table(small, large, orderings=5)
+    bound, k, m = oracle(table, 0.95)
+    assert (k, m) == (1, 1) and bound.correct.all()
+    assert bound.cost is not None
+    assert bound.cost.mean() == pytest.approx((50 + 0.5 * 1000) / 1e6)
+    assert np.all(bound.samples[table.item >= 10] == 2) and np.all(bound.samples[:10] == 1)
+    every = np.ones(table.rows, dtype=bool)
+    choice, reached = search(table, every, 0.95)
+    searched = play(table, choice, every)
+    assert reached and searched.cost is not None
+    assert searched.cost.mean() >= (50 + 1000) / 1e6 > bound.cost.mean()
+    with pytest.raises(PlanError, match="fraction of the large model"):
+        oracle(table, 0.0)
+
+
 def test_without_prices_costs_are_tokens() -> None:
     small, large = pair()
     unpriced = plan_run(large.data, model="big")
@@ -181,8 +210,11 @@ def test_the_report_adds_the_cascade_and_checks_its_target(tmp_path: Path) -> No
     (row,) = [r for r in report.rows if r.strategy == CASCADE]
     assert row.run == "big" and row.accuracy == 1.0 and row.cost_usd is not None
     assert row.note is not None and "50% escalated" in row.note
+    (bound,) = [r for r in report.rows if r.strategy == CASCADE_ORACLE]
+    assert bound.oracle and bound.accuracy == 1.0 and not bound.pareto
     (check,) = [c for c in report.targets if "cascade" in c.target]
     assert check.run == "big" and "of the accuracy" in check.detail
+    assert "an oracle router (a bound, not a strategy) reaches 100.0%" in check.detail
     assert "--cascade" in report.command and "--no-auto" in report.command
     assert "### cascade" in render_markdown(report)
     cli = CliRunner().invoke(

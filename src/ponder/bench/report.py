@@ -67,7 +67,10 @@ AUTO_POLICY = "auto (policy)"
 AUTO = "auto"
 """The auto planner refitted at the token cost of N samples, one row per N."""
 CASCADE = "cascade"
-PLANNED: tuple[str, ...] = (AUTO_POLICY, AUTO, CASCADE)
+CASCADE_ORACLE = "cascade (oracle router)"
+"""The cascade routed by an oracle that knows which answers are right: the bound any router's
+confidence signal is judged against, never a strategy one can run."""
+PLANNED: tuple[str, ...] = (AUTO_POLICY, AUTO, CASCADE, CASCADE_ORACLE)
 SELF_CERTAINTY = "self-certainty"
 MEAN_LOGPROB: Final = "mean-logprob"
 MARKDOWN = "report.md"
@@ -944,6 +947,7 @@ def _planner_section(report: Report) -> list[str]:
         (AUTO_POLICY, "auto (the policy)", False),
         (AUTO, "auto at the token cost of N samples (compare majority N)", True),
         (CASCADE, "cascade", False),
+        (CASCADE_ORACLE, "cascade with an oracle router (a bound, not a strategy)", False),
     ):
         chosen = [row for row in planned if row.strategy == strategy]
         if chosen:

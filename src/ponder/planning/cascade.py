@@ -350,6 +350,41 @@ def cross_fit(
     return outcome, escalated / table.rows
 
 
+def oracle(table: CascadeTable, target: float = DEFAULT_TARGET) -> tuple[Outcome, int, int]:
+    """The bound no router can beat: a cascade that knows which answers are right. It keeps the
+    small model's majority of k where it is right, escalates to the large model's majority of m
+    only where that one is right instead, and otherwise keeps the small answer (both wrong: more
+    samples would not help). Of every (k, m), the cheapest reaching `target` x the large model's
+    best accuracy (else the most accurate). Returns its outcome on all rows, k and m."""
+    _check_target(target)
+    every = np.ones(table.rows, dtype=bool)
+    goal = target * table.best_large(every)[1] - 1e-12
+    best: tuple[tuple[bool, float, float], Outcome, int, int] | None = None
+    small, large = table.small, table.large
+    for k in small.sizes:
+        for m in large.sizes:
+            escalate = ~small.correct[k] & large.correct[m]
+            outcome = Outcome(
+                item=table.item,
+                items=table.items,
+                correct=small.correct[k] | large.correct[m],
+                tokens=small.tokens[k] + np.where(escalate, large.tokens[m], 0.0),
+                latency=small.latency[k] + np.where(escalate, large.latency[m], 0.0),
+                samples=k + np.where(escalate, float(m), 0.0),
+                cost=small.cost[k] + np.where(escalate, large.cost[m], 0.0),
+            )
+            accuracy = float(outcome.correct.mean())
+            assert outcome.cost is not None
+            cost = float(outcome.cost.mean())
+            reached = accuracy >= goal
+            # reaching first, then cheaper; among those missing, more accurate first
+            key = (reached, -cost if reached else accuracy, -cost)
+            if best is None or key > best[0]:
+                best = (key, outcome, k, m)
+    assert best is not None
+    return best[1], best[2], best[3]
+
+
 def reduce_to(run: PlanRun, rows: Sequence[int]) -> PlanRun:
     """`run` with only the items at `rows` (e.g. the items it shares with another run)."""
     data = run.data
