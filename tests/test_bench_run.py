@@ -149,6 +149,27 @@ async def test_a_resumed_run_draws_only_the_missing_samples_with_their_own_seeds
     assert all(s.seed == sample_seed(store.config, *key) for key, s in after.items())
 
 
+async def test_a_complete_item_killed_before_its_prompt_size_was_stored_gets_it(
+    tmp_path: Path,
+) -> None:
+    # A kill between an item's last stored sample and the end of its request leaves the item
+    # complete without a prompt size; the next run, with nothing left to draw, fills it in.
+    data = dataset(tmp_path)
+    path = tmp_path / "run.db"
+    with open_store(path, data) as store:
+        await sample_run(store, data, scripted())
+        sizes = store.prompt_tokens()
+    with sqlite3.connect(path) as connection:
+        connection.execute("UPDATE items SET prompt_tokens = NULL WHERE item_index = 1")
+    engine = scripted()
+    with open_store(path, data) as store:
+        summary = await sample_run(store, data, engine)
+        assert summary.drawn == 0 and not engine.requests
+        refilled = store.prompt_tokens()
+    assert refilled[0] == sizes[0] and refilled[2] == sizes[2]
+    assert refilled[1] is not None and refilled[1] > 0
+
+
 def test_contiguous_runs_are_split_at_gaps_and_at_the_request_limit() -> None:
     assert contiguous_runs([5, 1, 2, 3, 7, 8], 32) == [[1, 2, 3], [5], [7, 8]]
     assert contiguous_runs(list(range(5)), 2) == [[0, 1], [2, 3], [4]]

@@ -31,6 +31,7 @@ from ponder.engines.types import (
     TokenLogprob,
 )
 from ponder.errors import PonderError
+from ponder.planning.pricing import estimate_prompt_tokens
 
 DEFAULT_TOP_LOGPROBS = 5
 MAX_SAMPLES_PER_REQUEST = 32
@@ -165,6 +166,7 @@ async def sample_run(
                 group.create_task(worker())
     except BaseExceptionGroup as errors:
         raise _first(errors) from None
+    _fill_prompt_tokens(store, dataset, engine)
     config = store.config
     return RunSummary(
         items=config.items,
@@ -191,6 +193,17 @@ def _first(errors: BaseExceptionGroup[BaseException]) -> BaseException:
 
     walk(errors)
     return next((e for e in leaves if not isinstance(e, asyncio.CancelledError)), leaves[0])
+
+
+def _fill_prompt_tokens(store: RunStore, dataset: Dataset, engine: Engine) -> None:
+    """Complete items without a stored prompt size (a run killed after an item's last sample
+    was stored but before its request ended) get the engine's count of the prompt: exact where
+    the engine tokenizes, else an estimate from its length."""
+    incomplete = store.missing()
+    for item_index, tokens in enumerate(store.prompt_tokens()):
+        if tokens is None and item_index not in incomplete:
+            request = GenerationRequest(messages=dataset.items[item_index].prompt)
+            store.set_prompt_tokens(item_index, estimate_prompt_tokens(engine, request)[0])
 
 
 def _samples_per_request(engine: Engine, max_tokens: int) -> int:
