@@ -120,14 +120,21 @@ async def test_a_run_draws_grades_and_stores_every_sample(tmp_path: Path) -> Non
         assert arrays.present.all() and arrays.correct.sum() == 3
 
 
-async def test_a_resumed_run_draws_only_the_missing_samples_with_their_own_seeds(
-    tmp_path: Path,
-) -> None:
+async def complete_run(tmp_path: Path) -> tuple[Dataset, Path]:
+    """A run drawn to the end: its dataset and its store's path."""
     data = dataset(tmp_path)
     path = tmp_path / "run.db"
     with open_store(path, data) as store:
         await sample_run(store, data, scripted())
-        before = {(s.item_index, s.sample_index): s for s in store.samples()}
+    return data, path
+
+
+async def test_a_resumed_run_draws_only_the_missing_samples_with_their_own_seeds(
+    tmp_path: Path,
+) -> None:
+    data, path = await complete_run(tmp_path)
+    with RunStore.open_readonly(path) as done:
+        before = {(s.item_index, s.sample_index): s for s in done.samples()}
     with sqlite3.connect(path) as connection:
         connection.execute(
             "DELETE FROM samples WHERE (item_index = 0 AND sample_index IN (1, 2, 3)) "
@@ -154,11 +161,9 @@ async def test_a_complete_item_killed_before_its_prompt_size_was_stored_gets_it(
 ) -> None:
     # A kill between an item's last stored sample and the end of its request leaves the item
     # complete without a prompt size; the next run, with nothing left to draw, fills it in.
-    data = dataset(tmp_path)
-    path = tmp_path / "run.db"
-    with open_store(path, data) as store:
-        await sample_run(store, data, scripted())
-        sizes = store.prompt_tokens()
+    data, path = await complete_run(tmp_path)
+    with RunStore.open_readonly(path) as done:
+        sizes = done.prompt_tokens()
     with sqlite3.connect(path) as connection:
         connection.execute("UPDATE items SET prompt_tokens = NULL WHERE item_index = 1")
     engine = scripted()
