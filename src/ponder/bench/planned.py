@@ -70,9 +70,10 @@ def _row(
     priced: bool = True,
 ) -> ReportRow:
     """A report row of a planner's outcome on `run`: its own per-row cost when it has one,
-    else the run's price of its means (prices are linear), else none."""
+    else the run's price of its means (prices are linear), else none. Unless `priced`, the
+    outcome's per-row costs are tokens, not dollars, and no cost is given."""
     score = outcome.score(seed=seed)
-    cost_usd = score.cost
+    cost_usd = score.cost if priced else None
     if cost_usd is None and priced and run.price is not None:
         cost_usd = run.price.cost(
             (run.prompt_tokens or 0.0) * score.samples, score.tokens, score.latency_s
@@ -157,16 +158,7 @@ def cascade_rows(
     hold the same items in the same order)."""
     table = cascade_table(small.plan_run(), large.plan_run(), orderings=orderings, seed=seed)
     outcome, escalated = cross_fit_cascade(table, target=target, folds=folds, seed=seed)
-    priced = table.cost_unit == "usd"
-    if not priced:  # its per-row costs are tokens, not dollars
-        outcome = Outcome(
-            outcome.item,
-            outcome.items,
-            outcome.correct,
-            outcome.tokens,
-            outcome.latency,
-            outcome.samples,
-        )
+    priced = table.cost_unit == "usd"  # else its per-row costs are tokens, not dollars
     note = (
         f"{small.label} first, {large.label} when unsure; {escalated:.0%} escalated; "
         f"cross-fitted ({folds} folds over items) to {target:.0%} of {large.label}'s best "
@@ -174,10 +166,6 @@ def cascade_rows(
     )
     rows = [_row(large, CASCADE, None, outcome, note, seed=seed, priced=priced)]
     bound, k, m = oracle(table, target)
-    if not priced:
-        bound = Outcome(
-            bound.item, bound.items, bound.correct, bound.tokens, bound.latency, bound.samples
-        )
     sent = float((bound.samples > k).mean())
     note = (
         f"knows which answers are right: keeps {small.label}'s majority of {k} where it is "

@@ -89,25 +89,30 @@ Enough = Callable[[list[Completion]], bool]
 @dataclass
 class _Streamed:
     """What one request has streamed so far, sample by sample: its answer when the engine cannot
-    hand it back before the deadline."""
+    hand it back before the deadline. Text and logprobs are kept only when `keep_text` (a
+    deadline could need them); tokens and finished samples always."""
 
     n: int
+    keep_text: bool
     texts: dict[int, list[str]] = field(default_factory=dict)
     tokens: dict[int, int] = field(default_factory=dict)
     logprobs: dict[int, list[TokenLogprob]] = field(default_factory=dict)
-    finished: dict[int, Completion] = field(default_factory=dict)
+    finished: list[Completion] = field(default_factory=list)
 
     def add(self, delta: SampleDelta) -> None:
         i = delta.index
-        self.texts.setdefault(i, []).append(delta.text)
         self.tokens[i] = self.tokens.get(i, 0) + delta.tokens
+        if not self.keep_text:
+            return
+        self.texts.setdefault(i, []).append(delta.text)
         if delta.logprobs:
             self.logprobs.setdefault(i, []).extend(delta.logprobs)
 
     def generation(self, model: str, prompt_tokens: int, seconds: float) -> Generation:
         """Finished samples as they finished; the others cancelled where they had got to."""
+        done = {c.index: c for c in self.finished}
         completions = [
-            self.finished.get(i)
+            done.get(i)
             or Completion(
                 index=i,
                 text="".join(self.texts.get(i, [])),
@@ -493,7 +498,7 @@ class Session:
         (tokens, dollars, the deadline), and apply the strategy's per-sample (`watch`) and
         whole-request (`enough`) stopping rules. `prompt` is the request's estimated prompt
         tokens, priced in its model's `account` while it runs."""
-        so_far = _Streamed(n)
+        so_far = _Streamed(n, keep_text=self._deadline is not None)
         self._running.add(handle)
         account.start(self.elapsed(), prompt)
         self._arm_deadline()
@@ -527,7 +532,6 @@ class Session:
         so_far: _Streamed,
     ) -> Generation:
         """`_follow`'s loop over the request's events, until the engine hands it back."""
-        finished: list[Completion] = []
         last_token_at: dict[int, float] = {}
         async for event in handle.events():
             if self.on_event is not None:
@@ -543,8 +547,8 @@ class Session:
                 elif watch is not None and watch(event.index, event):
                     handle.cancel(event.index)
             elif isinstance(event, SampleFinished):
+                finished = so_far.finished
                 finished.append(event.completion)
-                so_far.finished[event.completion.index] = event.completion
                 if enough is not None and len(finished) < n and enough(finished):
                     handle.cancel()
         return await handle.result()
