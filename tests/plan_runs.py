@@ -4,7 +4,7 @@ same as SQLite run stores for the CLI and the report."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from ponder.planning.policy import (
     Objective,
     PlanSettings,
     Provenance,
+    Reread,
     RunSource,
 )
 from ponder.planning.pricing import Price
@@ -99,36 +100,48 @@ def plan_run(
     return PlanRun(data, source(data.items, model=model, samples=data.samples), prompt, price)
 
 
+BinSpec = tuple[int, float | None, float | None, int]
+"""(votes, low, high, samples) of a hand-made bin."""
+
+
+def hand_bins(specs: Sequence[BinSpec]) -> list[Bin]:
+    return [
+        Bin(
+            votes=votes,
+            low=low,
+            high=high,
+            samples=samples,
+            weight=1.0 / len(specs),
+            accuracy_at_probe=0.0,
+            accuracy=0.0,
+            tokens=0.0,
+        )
+        for votes, low, high, samples in specs
+    ]
+
+
 def hand_policy(
-    bins: Sequence[tuple[int, float | None, float | None, int]],
+    bins: Sequence[BinSpec],
     *,
     probe: int,
     actions: Sequence[int],
     feature: Feature | None = None,
+    rereads: Mapping[int, Sequence[BinSpec]] | None = None,
 ) -> AutoPolicy:
-    """A policy from (votes, low, high, samples) bins, as if fitted."""
+    """A policy from (votes, low, high, samples) bins, and those of each reread, as if fitted."""
+    rereads = rereads or {}
     return AutoPolicy(
         settings=PlanSettings(
             probe=probe,
             feature=feature,
             splits=1 if feature is None else 2,
             actions=list(actions),
+            rereads=sorted(rereads),
             objective=Objective(match=1.0),
         ),
         top_logprobs=5,
-        bins=[
-            Bin(
-                votes=votes,
-                low=low,
-                high=high,
-                samples=samples,
-                weight=1.0 / len(bins),
-                accuracy_at_probe=0.0,
-                accuracy=0.0,
-                tokens=0.0,
-            )
-            for votes, low, high, samples in bins
-        ],
+        bins=hand_bins(bins),
+        rereads=[Reread(samples=n, bins=hand_bins(rereads[n])) for n in sorted(rereads)],
         expected=Expected(
             accuracy=0.0,
             tokens=0.0,

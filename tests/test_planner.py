@@ -20,7 +20,7 @@ from ponder.cli import main
 from ponder.engines.embedded import EmbeddedEngine
 from ponder.engines.types import SamplingParams
 from ponder.errors import InvalidRequestError
-from ponder.planning.fit import allocate, cross_fit, evaluate, fit_policy, probe_runs
+from ponder.planning.fit import cross_fit, evaluate, fit_policy, probe_runs
 from ponder.planning.outcomes import PlanError, folds_of, probed
 from ponder.planning.policy import (
     AutoPolicy,
@@ -28,6 +28,7 @@ from ponder.planning.policy import (
     PlanSettings,
     PolicyError,
     default_actions,
+    default_rereads,
     load_auto_policy,
     load_policy,
     save_policy,
@@ -84,16 +85,51 @@ def test_a_token_budget_objective_spends_no_more() -> None:
     assert capped.expected.accuracy > at_probe.expected.accuracy
 
 
-def test_greedy_allocation_follows_the_marginal_value_per_token() -> None:
-    correct = np.array([[0.1, 0.2, 0.25], [0.0, 0.3, 0.31]])
-    tokens = np.array([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
-    path = [list(choice) for choice in allocate(correct, tokens)]
-    assert path == [[0, 0], [0, 1], [1, 1], [2, 1], [2, 2]]
-    # A bin below its hull jumps over the dominated action.
-    jump = [list(c) for c in allocate(np.array([[0.0, 0.01, 0.5]]), np.array([[1.0, 2.0, 3.0]]))]
-    assert jump == [[0], [2]]
-    # Nothing gained, nothing spent.
-    assert [list(c) for c in allocate(np.zeros((2, 3)), tokens)] == [[0, 0]]
+def test_more_budget_never_buys_less_accuracy() -> None:
+    # The allocation sweeps the price of a token: every budget gets the most accurate plan
+    # within it, so accuracy never falls as the budget grows, and no plan overspends.
+    run = plan_run(replay_data(mix()))
+    accuracy = []
+    for budget in (1300.0, 2000.0, 2500.0, 4000.0, 8000.0):  # the probe alone: 1300
+        fitted = fit_policy([run], settings(objective=Objective(tokens=budget)), orderings=20)
+        assert fitted.expected.reached and fitted.expected.tokens <= budget
+        accuracy.append(fitted.expected.accuracy)
+    assert accuracy == sorted(accuracy) and accuracy[-1] == pytest.approx(0.5)
+    # A budget below the probe's own tokens cannot be met: every question stops at the probe.
+    starved = fit_policy([run], settings(objective=Objective(tokens=10.0)), orderings=20)
+    assert not starved.expected.reached and {b.samples for b in starved.bins} == {4}
+
+
+def test_a_reread_spends_less_where_the_probe_cannot_tell_hard_from_hopeless() -> None:
+    # By votes alone a 4-sample probe where all answers differ may be a hard item (4 answer
+    # groups, the right one 7 of 16) or a hopeless one (16 different answers); at 8 samples a
+    # hard item always repeats an answer, a hopeless one never does. Without a reread the probe
+    # must send both to 16 samples; with one at 8 the hopeless stop there.
+    run = plan_run(replay_data(mix(easy=10, hard=10, hopeless=10)))
+    votes_only = settings(feature=None)
+    single = fit_policy([run], votes_only, orderings=ORDERINGS, seed=1)
+    staged = fit_policy(
+        [run], votes_only.model_copy(update={"rereads": [8]}), orderings=ORDERINGS, seed=1
+    )
+    for policy in (single, staged):
+        assert policy.expected.reached
+        assert policy.expected.accuracy == pytest.approx(policy.expected.best_accuracy)
+    assert single.samples_for(1, 0.0) == SAMPLES
+    assert staged.samples_for(1, 0.0) == 8  # go on to the reread
+    assert staged.samples_for(1, 0.0, read=1) == 8  # still all different: hopeless, stop
+    assert staged.samples_for(2, 0.0, read=1) == SAMPLES  # a repeat: hard, draw them all
+    assert staged.samples_for(8, 0.0, read=1) == 8  # unanimous: settled
+    # Hopeless items cost 8 samples of 500 tokens instead of 16 (and a hard item whose first 8
+    # samples already settle it stops there too).
+    saved = single.expected.tokens - staged.expected.tokens
+    assert saved >= 10 * 8 * 500 / 30 - 1e-6
+    reached = [b.weight for b in staged.rereads[0].bins]
+    assert 0 < sum(reached) < 1  # only the questions the probe sent on are read again
+    # Replaying the fitted policy gives what the fit expected of it.
+    table = probe_runs([run], staged.settings, orderings=ORDERINGS, seed=1)
+    score = evaluate(staged, table).score()
+    assert score.accuracy == pytest.approx(staged.expected.accuracy)
+    assert score.tokens == pytest.approx(staged.expected.tokens)
 
 
 # --- replay ------------------------------------------------------------------------------------
@@ -254,6 +290,23 @@ def test_settings_are_checked() -> None:
         Objective(match=1.0, tokens=100.0)
     assert default_actions(4, 16) == [4, 6, 8, 12, 16]
     assert default_actions(2, 8) == [2, 3, 4, 6, 8]
+    assert default_rereads(4, [4, 6, 8, 12, 16]) == [8] and default_rereads(2, [2, 4, 8]) == [4]
+    for bad in ([5], [16], [4], [12, 8]):
+        with pytest.raises(ValueError, match="reread"):
+            PlanSettings.model_validate({**settings().model_dump(), "rereads": bad})
+    # A policy must have bins for each reread its settings name, and draw no further than the
+    # next read from each.
+    with pytest.raises(ValueError, match="one reread at each of"):
+        AutoPolicy.model_validate(
+            {
+                **hand_policy([(1, None, None, 4)], probe=2, actions=[2, 4, 6]).model_dump(),
+                "settings": settings(probe=2, actions=[2, 4, 6], rereads=[4]).model_dump(),
+            }
+        )
+    with pytest.raises(ValueError, match="not among the actions"):
+        hand_policy([(1, None, None, 6)], probe=2, actions=[2, 4, 6], rereads={4: []})
+    with pytest.raises(ValueError, match="needs at least one bin"):
+        hand_policy([(1, None, None, 4)], probe=2, actions=[2, 4, 6], rereads={4: []})
 
 
 def test_runs_too_small_for_the_probe_are_a_clear_error() -> None:
@@ -293,6 +346,7 @@ def test_cli_fit_and_show_round_trip(tmp_path: Path) -> None:
     shown = CliRunner().invoke(main, ["plan", "show", str(out)])
     assert shown.exit_code == 0, shown.output
     assert "auto policy" in shown.output and "stop" in shown.output and "Fitted on:" in shown.output
+    assert policy.settings.rereads == [8] and "reread" in shown.output  # the default reread
     as_json = CliRunner().invoke(main, ["plan", "show", str(out), "--json"])
     assert AutoPolicy.model_validate_json(as_json.output) == policy
     default = CliRunner().invoke(main, ["plan", "show"])
@@ -300,7 +354,7 @@ def test_cli_fit_and_show_round_trip(tmp_path: Path) -> None:
     # A policy that answers by a mean-logprob vote says so, and its refit command keeps it.
     weighted = CliRunner().invoke(main, [*args, "--orderings", "10", "--vote", "mean-logprob"])
     assert weighted.exit_code == 0, weighted.output
-    assert "geometric-mean token probability" in weighted.output
+    assert "geometric-mean token probability" in " ".join(weighted.output.split())
     policy = load_auto_policy(out)
     assert policy.settings.vote == "mean-logprob"
     assert "--vote mean-logprob" in policy.fitted_on.command
@@ -465,6 +519,30 @@ def policy_file_of(policy: AutoPolicy, folder: Path) -> Path:
     path = folder / "plain.json"
     save_policy(policy, path)
     return path
+
+
+async def test_auto_rereads_everything_drawn_where_its_policy_says(tmp_path: Path) -> None:
+    # A split probe of 2 goes on to 4 and is read again: three of four agreeing stop there,
+    # fewer go on to 6.
+    staged = hand_policy(
+        [(1, None, None, 4), (2, None, None, 2)],
+        probe=2,
+        actions=[2, 4, 6],
+        rereads={4: [(2, None, None, 6), (3, None, None, 4)]},
+    )
+    path = policy_file_of(staged, tmp_path)
+    engine = ScriptedEngine([boxed("1"), boxed("2"), boxed("2"), boxed("2")])
+    settled = await run_strategy("auto", engine, "Q?", {"policy": str(path)})
+    assert [r.params.n for r in engine.requests] == [2, 2]
+    assert settled.answer == "2" and settled.samples == 4
+    plans = [step.detail for step in settled.trace if step.step == "plan"]
+    assert [(p["read"], p["votes"], p["samples"]) for p in plans] == [(2, 1, 4), (4, 3, 4)]
+    engine = ScriptedEngine([boxed(a) for a in ("1", "2", "3", "2", "2", "2")])
+    unsettled = await run_strategy("auto", engine, "Q?", {"policy": str(path)})
+    assert [r.params.n for r in engine.requests] == [2, 2, 2]
+    assert unsettled.answer == "2" and unsettled.votes == {"2": 4.0, "1": 1.0, "3": 1.0}
+    plans = [step.detail for step in unsettled.trace if step.step == "plan"]
+    assert [(p["read"], p["votes"], p["samples"]) for p in plans] == [(2, 1, 4), (4, 2, 6)]
 
 
 async def test_auto_respects_the_budget(policy_file: Path) -> None:

@@ -113,8 +113,7 @@ def auto_rows(
             f"probe ({settings.probe})"
         )
         return []
-    actions = [n for n in settings.actions if n <= samples]
-    settings = settings.model_copy(update={"actions": actions})
+    settings = settings.within(samples)
     table = probe_runs([run.plan_run()], settings, orderings=orderings, seed=seed)
     rows: list[ReportRow] = []
     seen = policy.fitted_on.overlap(run.config, run.item_ids)
@@ -124,7 +123,7 @@ def auto_rows(
             f"cross-fitted ({folds} folds over items): the policy was fitted on {seen} of "
             "these items, so each fold is played by the policy's settings refitted on the others"
         )
-    elif max(b.samples for b in policy.bins) <= samples:
+    elif policy.most_samples <= samples and policy.settings.rereads == settings.rereads:
         outcome = evaluate(policy, table)
         how = f"the policy as fitted on {policy.fitted_on.describe()} (out of sample)"
     else:
@@ -132,7 +131,8 @@ def auto_rows(
         how = ""
         notes.append(
             f"{run.label}: no {AUTO_POLICY!r} row: the policy draws up to "
-            f"{max(b.samples for b in policy.bins)} samples, the run has {samples}"
+            f"{policy.most_samples} samples and reads at {policy.settings.reads}, the run has "
+            f"{samples} per item"
         )
     if outcome is not None:
         rows.append(_row(run, AUTO_POLICY, None, outcome, how, seed=seed))

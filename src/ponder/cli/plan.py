@@ -33,6 +33,7 @@ from ponder.planning.policy import (
     Policy,
     Vote,
     default_actions,
+    default_rereads,
     load_policy,
     save_policy,
 )
@@ -47,15 +48,22 @@ def plan() -> None:
     """The auto planner and the cascade: fit policies from benchmark runs, and explain them."""
 
 
-def _sizes(text: str | None) -> list[int] | None:
+def _sizes(text: str | None, option: str = "--actions") -> list[int] | None:
     if text is None:
         return None
     try:
         return sorted({int(part) for part in text.split(",") if part.strip()})
     except ValueError as error:
-        raise InvalidRequestError(
-            f"--actions takes sample counts such as 4,8,16: {error}"
-        ) from None
+        raise InvalidRequestError(f"{option} takes sample counts such as 4,8,16: {error}") from None
+
+
+def _rereads(text: str | None, probe: int, actions: list[int]) -> list[int]:
+    """--rereads: the default's, none, or the counts given."""
+    if text is None:
+        return default_rereads(probe, actions)
+    if text.strip().lower() == "none":
+        return []
+    return _sizes(text, "--rereads") or []
 
 
 def _objective(
@@ -107,6 +115,13 @@ def _objective(
     "steps up to the runs' samples).",
 )
 @click.option(
+    "--rereads",
+    default=None,
+    help="Totals of samples at which a question is binned again by all it has drawn, "
+    "comma-separated, or 'none' (default: the probe's doublings below the largest action, "
+    "e.g. 8 for a probe of 4 and 16 samples).",
+)
+@click.option(
     "--match",
     type=float,
     default=None,
@@ -145,6 +160,7 @@ def fit(
     splits: int,
     vote: str,
     actions: str | None,
+    rereads: str | None,
     match: float | None,
     budget_tokens: float | None,
     budget_share: float | None,
@@ -155,16 +171,19 @@ def fit(
     as_json: bool,
 ) -> None:
     """Fit the auto planner's policy on the run file(s) RUN: which vote share (and confidence)
-    of a probe of --probe samples gets how many samples in all, for the objective."""
+    of a probe of --probe samples gets how many samples in all, for the objective; at each
+    reread, the same again on everything drawn so far."""
     with fail_cleanly():
         loaded = [load_run(path, window=window) for path in runs]
         require_probe(loaded, probe)
         samples = min(run.data.samples for run in loaded)
+        steps = _sizes(actions) or default_actions(probe, samples)
         settings = PlanSettings(
             probe=probe,
             feature=None if feature == "none" else cast(Feature, feature),
             splits=splits,
-            actions=_sizes(actions) or default_actions(probe, samples),
+            actions=steps,
+            rereads=_rereads(rereads, probe, steps),
             vote=cast(Vote, vote),
             objective=_objective(match, budget_tokens, budget_share, budget_n),
             window=window,
@@ -174,6 +193,7 @@ def fit(
         parts += ["--vote", vote]
         if actions is not None:
             parts += ["--actions", ",".join(map(str, settings.actions))]
+        parts += ["--rereads", ",".join(map(str, settings.rereads)) or "none"]
         parts += _objective_flags(settings.objective)
         parts += ["--orderings", str(orderings), "--window", str(window), "--seed", str(seed)]
         policy = fit_policy(
@@ -297,33 +317,46 @@ def _explain_auto(policy: AutoPolicy, console: Console, name: str) -> None:
         else "a vote weighted by each sample's geometric-mean token probability"
     )
     console.print(f"[bold]auto policy[/bold] ({name}, format {policy.kind} v{policy.version})")
+    again = (
+        f" When that reaches {', '.join(map(str, settings.rereads))} samples, place it again by "
+        "everything drawn, in that read's bins ('reread' below)."
+        if settings.rereads
+        else ""
+    )
     console.print(
         f"Draw {settings.probe} samples (the probe); place the question by how many of them the "
-        f"leading answer holds{split}; draw that bin's samples in all; answer by {how}. "
-        "A bin that stops at the probe is easy (already settled) or hopeless (more samples did "
-        "not help on the fitting runs)."
+        f"leading answer holds{split}; draw that bin's samples in all.{again} Answer by {how}. "
+        "A bin that stops is easy (already settled) or hopeless (more samples did not help on "
+        "the fitting runs)."
     )
     console.print(f"Objective: {settings.objective.describe()}.")
     table = Table(
+        Column("read", no_wrap=True),
         Column("votes", no_wrap=True),
         Column(feature or "-", no_wrap=True),
         Column("rows", justify="right"),
         Column("samples", justify="right"),
-        Column("accuracy probe -> bin", no_wrap=True),
+        Column("accuracy now -> bin", no_wrap=True),
         Column("tokens", justify="right"),
-        caption="rows: share of the fitting rows; samples: in all, the probe's included",
+        caption="rows: share of the fitting rows that reach the bin; samples: in all, the "
+        "probe's included",
     )
-    for b in policy.bins:
-        low = "-inf" if b.low is None else f"{b.low:.3g}"
-        high = "inf" if b.high is None else f"{b.high:.3g}"
-        table.add_row(
-            f"{b.votes}/{settings.probe}",
-            f"[{low}, {high})" if feature else "any",
-            f"{b.weight:.1%}",
-            "stop" if b.samples == settings.probe else str(b.samples),
-            f"{b.accuracy_at_probe:.1%} -> {b.accuracy:.1%}",
-            f"{b.tokens:,.0f}",
-        )
+    reads = settings.reads
+    for k, (at, bins) in enumerate(zip(reads, policy.stages(), strict=True)):
+        then = reads[k + 1] if k + 1 < len(reads) else None
+        for b in bins:
+            low = "-inf" if b.low is None else f"{b.low:.3g}"
+            high = "inf" if b.high is None else f"{b.high:.3g}"
+            step = "stop" if b.samples == at else str(b.samples)
+            table.add_row(
+                f"{at}" if k else f"{at} (probe)",
+                f"{b.votes}/{at}",
+                f"[{low}, {high})" if feature else "any",
+                f"{b.weight:.1%}",
+                f"{step}, reread" if b.samples == then else step,
+                f"{b.accuracy_at_probe:.1%} -> {b.accuracy:.1%}",
+                f"{b.tokens:,.0f}",
+            )
     console.print(table)
     verdict = "reached" if expected.reached else "not reached"
     console.print(

@@ -1,10 +1,11 @@
 """What planners are fitted and judged on: stored runs replayed along random orderings of each
 item's samples (`ponder.bench.replay.majority_paths`), reduced per (ordering, item) row to the
-probe's features and to what every candidate action would have answered and cost.
+features of each read (the probe, and any rereads) and to what every candidate action would have
+answered and cost.
 
 Costs are accounted as replay accounts them: tokens are the completion tokens of the samples
 drawn; samples drawn together decode in parallel, so a round costs its slowest sample's
-latency, and rounds add up (the probe, then the rest of an action's samples).
+latency, and rounds add up (the probe, then the samples up to each reread, then the rest).
 """
 
 from __future__ import annotations
@@ -59,11 +60,12 @@ def mean_confidence(confidence: npt.ArrayLike) -> FloatArray:
 
 @dataclass(frozen=True, eq=False)
 class Probed:
-    """Per (ordering, item) row of one or more runs: the probe's features and, for each action
-    (total samples, the probe's included), whether its majority is right and what it cost.
-    `reference` is plain self-consistency at N = 1, 2, 4, ... S on the same rows."""
+    """Per (ordering, item) row of one or more runs: the features of each read (the probe and
+    the rereads, `[reads, rows]`) and, for each action (total samples, the probe's included),
+    whether its majority is right and what it cost. `reference` is plain self-consistency at
+    N = 1, 2, 4, ... S on the same rows."""
 
-    probe: int
+    reads: tuple[int, ...]
     actions: tuple[int, ...]
     items: int
     item: IntArray
@@ -79,11 +81,29 @@ class Probed:
     def rows(self) -> int:
         return int(self.item.size)
 
+    @property
+    def probe(self) -> int:
+        return self.reads[0]
+
     def feature(self, name: Feature | None) -> FloatArray:
-        """The rows' values of a splitting feature (zeros for None: one bin per vote level)."""
+        """The rows' values of a splitting feature at each read, `[reads, rows]` (zeros for
+        None: one bin per vote level)."""
         if name is None:
-            return np.zeros(self.rows)
+            return np.zeros(self.votes.shape)
         return self.confidence if name == "confidence" else self.length
+
+    def action(self, samples: npt.ArrayLike) -> IntArray:
+        """The action index of each total of samples (every one must be an action)."""
+        position = {n: k for k, n in enumerate(self.actions)}
+        wanted = np.asarray(samples, dtype=np.intp)
+        missing = sorted(set(wanted.ravel().tolist()) - set(position))
+        if missing:
+            raise PlanError(
+                f"the policy draws {missing[0]} samples; replayed actions: {self.actions}"
+            )
+        lookup = np.zeros(max(self.actions) + 1, dtype=np.intp)
+        lookup[list(position)] = list(position.values())
+        return lookup[wanted]
 
     def best_reference(self, rows: BoolArray) -> tuple[int, float, float]:
         """Self-consistency at its best N on `rows`: (N, accuracy, mean tokens); the smallest N
@@ -104,9 +124,13 @@ class Probed:
         return float(self.reference[n][1][rows].mean())
 
 
-def probed(paths: MajorityPaths, probe: int, actions: Sequence[int]) -> Probed:
-    """`paths` reduced to the probe's features and each action's outcome: its weighted vote
-    where the paths have one, else its majority (the reference is always plain majority)."""
+def probed(
+    paths: MajorityPaths, probe: int, actions: Sequence[int], rereads: Sequence[int] = ()
+) -> Probed:
+    """`paths` reduced to the features of each read (the probe, then the rereads) and each
+    action's outcome: its weighted vote where the paths have one, else its majority (the
+    reference is always plain majority). Samples are drawn in rounds that end at each read, and
+    a round costs its slowest sample's latency."""
     if not 1 <= probe <= paths.depth:
         raise PlanError(
             f"a probe of {probe} samples needs runs with at least {probe} samples per item; "
@@ -117,21 +141,25 @@ def probed(paths: MajorityPaths, probe: int, actions: Sequence[int]) -> Probed:
             f"actions must lie in {probe}..{paths.depth} samples (the probe .. samples per item), "
             f"got {list(actions)}"
         )
+    reads = (probe, *rereads)
+    if any(n not in actions for n in rereads) or sorted(set(reads)) != list(reads):
+        raise PlanError(f"rereads must be actions after the probe, ascending; got {list(rereads)}")
     spent = np.cumsum(paths.tokens, axis=0, dtype=np.float64)
     answered = paths.correct if paths.weighted is None else paths.weighted
-    head = paths.latency[:probe].max(axis=0).astype(np.float64)
     latency = []
     for n in actions:
-        rest = paths.latency[probe:n].max(axis=0).astype(np.float64) if n > probe else 0.0
-        latency.append(head + rest)
+        starts = [0, *(r for r in reads if r < n)]
+        ends = [*starts[1:], n]
+        rounds = [paths.latency[a:b].max(axis=0) for a, b in zip(starts, ends, strict=True)]
+        latency.append(np.sum(rounds, axis=0, dtype=np.float64))
     return Probed(
-        probe=probe,
+        reads=reads,
         actions=tuple(actions),
         items=paths.items,
         item=paths.item,
-        votes=paths.votes[probe - 1].astype(np.intp),
-        confidence=mean_confidence(paths.confidence[:probe]),
-        length=spent[probe - 1] / probe,
+        votes=np.stack([paths.votes[n - 1] for n in reads]).astype(np.intp),
+        confidence=np.stack([mean_confidence(paths.confidence[:n]) for n in reads]),
+        length=np.stack([spent[n - 1] / n for n in reads]),
         correct=np.stack([answered[n - 1] for n in actions]),
         tokens=np.stack([spent[n - 1] for n in actions]),
         latency=np.stack(latency),
@@ -144,18 +172,18 @@ def join(parts: Sequence[Probed]) -> Probed:
     if len(parts) == 1:
         return parts[0]
     first = parts[0]
-    if any(p.probe != first.probe or p.actions != first.actions for p in parts):
-        raise PlanError("runs joined for one fit must share the probe and the actions")
+    if any(p.reads != first.reads or p.actions != first.actions for p in parts):
+        raise PlanError("runs joined for one fit must share the reads and the actions")
     shared = set.intersection(*(set(p.reference) for p in parts))
     offsets = np.cumsum([0] + [p.items for p in parts[:-1]])
     return Probed(
-        probe=first.probe,
+        reads=first.reads,
         actions=first.actions,
         items=sum(p.items for p in parts),
         item=np.concatenate([p.item + offset for p, offset in zip(parts, offsets, strict=True)]),
-        votes=np.concatenate([p.votes for p in parts]),
-        confidence=np.concatenate([p.confidence for p in parts]),
-        length=np.concatenate([p.length for p in parts]),
+        votes=np.concatenate([p.votes for p in parts], axis=1),
+        confidence=np.concatenate([p.confidence for p in parts], axis=1),
+        length=np.concatenate([p.length for p in parts], axis=1),
         correct=np.concatenate([p.correct for p in parts], axis=1),
         tokens=np.concatenate([p.tokens for p in parts], axis=1),
         latency=np.concatenate([p.latency for p in parts], axis=1),

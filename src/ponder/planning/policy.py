@@ -181,6 +181,12 @@ class PlanSettings(BaseModel):
         description="how the samples drawn choose the answer: plain majority, or each answer "
         "collecting its samples' geometric-mean token probabilities (weighted-vote:mean-logprob)",
     )
+    rereads: list[int] = Field(
+        default_factory=list,
+        description="totals of samples, after the probe, at which the question is placed in bins "
+        "again by everything drawn so far, and its next step decided (none: the probe decides "
+        "alone)",
+    )
     objective: Objective
     window: int = Field(default=16, ge=1, description="DeepConf group window, tokens")
     min_items: int = Field(
@@ -193,7 +199,28 @@ class PlanSettings(BaseModel):
             raise ValueError("actions must be sorted and distinct")
         if not self.actions or self.actions[0] != self.probe:
             raise ValueError(f"actions must start with the probe ({self.probe}): stop after it")
+        if sorted(set(self.rereads)) != self.rereads:
+            raise ValueError("rereads must be sorted and distinct")
+        for n in self.rereads:
+            if n not in self.actions or not self.probe < n < self.actions[-1]:
+                raise ValueError(
+                    f"a reread at {n} samples must be one of the actions between the probe "
+                    f"({self.probe}) and the largest ({self.actions[-1]}), exclusive"
+                )
         return self
+
+    @property
+    def reads(self) -> list[int]:
+        """The totals of samples at which a question is placed in bins: the probe, then the
+        rereads."""
+        return [self.probe, *self.rereads]
+
+    def within(self, samples: int) -> Self:
+        """These settings for runs of `samples` samples per item: actions and rereads beyond
+        them dropped (the largest action left is the last step, so a reread there goes too)."""
+        actions = [n for n in self.actions if n <= samples]
+        rereads = [n for n in self.rereads if n < actions[-1]]
+        return self.model_copy(update={"actions": actions, "rereads": rereads})
 
 
 def default_actions(probe: int, samples: int) -> list[int]:
@@ -206,9 +233,22 @@ def default_actions(probe: int, samples: int) -> list[int]:
     return sorted(s for s in steps if probe <= s <= samples)
 
 
+def default_rereads(probe: int, actions: Sequence[int]) -> list[int]:
+    """The probe's doublings among the actions, below the largest: 4 -> [8] for 4..16."""
+    rereads = []
+    n = 2 * probe
+    while n < actions[-1]:
+        if n in actions:
+            rereads.append(n)
+        n *= 2
+    return rereads
+
+
 class Bin(BaseModel):
-    """Rows whose probe gave the leader `votes` votes and whose feature lies in [low, high)
-    (None: unbounded), and what the policy does there: draw up to `samples` in all."""
+    """Rows whose read (the probe, or a reread) gave the leader `votes` votes and whose feature
+    lies in [low, high) (None: unbounded), and what the policy does there: draw up to `samples`
+    in all, and read again there if a reread is at `samples`. `accuracy_at_probe` is the rows'
+    accuracy if they stop at this read; `accuracy` and `tokens` what the policy makes of them."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -220,6 +260,15 @@ class Bin(BaseModel):
     accuracy_at_probe: float
     accuracy: float
     tokens: float = Field(description="mean tokens per item of the bin's rows with its action")
+
+
+class Reread(BaseModel):
+    """The bins a question is placed in again once it has `samples` samples in all."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    samples: int = Field(ge=1)
+    bins: list[Bin]
 
 
 class Expected(BaseModel):
@@ -238,7 +287,8 @@ class Expected(BaseModel):
 
 
 class AutoPolicy(BaseModel):
-    """The `auto` planner: probe, bin the question by its probe, draw the bin's samples."""
+    """The `auto` planner: probe, bin the question by its probe, draw the bin's samples; where a
+    reread sits at that many samples, bin it again by all it has drawn, and so on."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -246,39 +296,66 @@ class AutoPolicy(BaseModel):
     version: Literal[1] = FORMAT_VERSION
     settings: PlanSettings
     top_logprobs: int = Field(ge=0, le=20, description="alternatives per token in the probe")
-    bins: list[Bin]
+    bins: list[Bin] = Field(description="the probe's bins")
+    rereads: list[Reread] = Field(
+        default_factory=list, description="the bins of each reread, as settings.rereads lists them"
+    )
     expected: Expected
     fitted_on: Provenance
 
     @model_validator(mode="after")
     def _bins_tile_each_level(self) -> Self:
-        if not self.bins:
-            raise ValueError("a policy needs at least one bin")
-        for votes in {b.votes for b in self.bins}:
-            level = [b for b in self.bins if b.votes == votes]
-            bounds = [(b.low, b.high) for b in level]
-            ok = bounds[0][0] is None and bounds[-1][1] is None
-            ok = ok and all(a[1] is not None and a[1] == b[0] for a, b in pairwise(bounds))
-            if not ok:
-                raise ValueError(f"the bins of vote level {votes} must tile the line, in order")
-        for b in self.bins:
-            if b.samples not in self.settings.actions:
-                raise ValueError(f"bin action {b.samples} is not among {self.settings.actions}")
-            if b.votes > self.settings.probe:
-                raise ValueError(f"a bin has {b.votes} votes of a {self.settings.probe}-probe")
+        if [r.samples for r in self.rereads] != self.settings.rereads:
+            raise ValueError(f"the policy must have one reread at each of {self.settings.rereads}")
+        reads = self.settings.reads
+        ends = [*reads[1:], self.settings.actions[-1]]
+        for at, end, bins in zip(reads, ends, self.stages(), strict=True):
+            _check_bins(bins, at, end, self.settings.actions)
         return self
 
     @property
     def probe(self) -> int:
         return self.settings.probe
 
-    def bin_of(self, votes: npt.ArrayLike, value: npt.ArrayLike) -> IntArray:
-        """The bin index of each (votes, feature value) (see `locate`)."""
-        return locate(self.bins, votes, value)
+    @property
+    def most_samples(self) -> int:
+        """The most samples the policy ever draws for a question."""
+        return max(b.samples for bins in self.stages() for b in bins)
 
-    def samples_for(self, votes: int, value: float) -> int:
-        """The total samples the policy draws for one probe."""
-        return self.bins[int(self.bin_of([votes], [value])[0])].samples
+    def stages(self) -> list[list[Bin]]:
+        """The bins of every read, the probe's first."""
+        return [self.bins, *(r.bins for r in self.rereads)]
+
+    def bin_of(self, votes: npt.ArrayLike, value: npt.ArrayLike, *, read: int = 0) -> IntArray:
+        """The bin index of each (votes, feature value) at read `read` (0: the probe; see
+        `locate`)."""
+        return locate(self.stages()[read], votes, value)
+
+    def samples_for(self, votes: int, value: float, *, read: int = 0) -> int:
+        """The total samples the policy draws for one read."""
+        return self.stages()[read][int(self.bin_of([votes], [value], read=read)[0])].samples
+
+
+def _check_bins(bins: Sequence[Bin], at: int, end: int, actions: Sequence[int]) -> None:
+    """The bins of a read at `at` samples tile each vote level, and each draws between `at` and
+    the next read (or the largest action) `end`, inclusive."""
+    if not bins:
+        raise ValueError(f"the read at {at} samples needs at least one bin")
+    for votes in {b.votes for b in bins}:
+        level = [b for b in bins if b.votes == votes]
+        bounds = [(b.low, b.high) for b in level]
+        ok = bounds[0][0] is None and bounds[-1][1] is None
+        ok = ok and all(a[1] is not None and a[1] == b[0] for a, b in pairwise(bounds))
+        if not ok:
+            raise ValueError(f"the bins of vote level {votes} must tile the line, in order")
+    for b in bins:
+        if b.samples not in actions or not at <= b.samples <= end:
+            raise ValueError(
+                f"bin action {b.samples} at the read of {at} samples is not among the actions "
+                f"{[a for a in actions if at <= a <= end]}"
+            )
+        if b.votes > at:
+            raise ValueError(f"a bin has {b.votes} votes of a read of {at} samples")
 
 
 class Bounds(Protocol):

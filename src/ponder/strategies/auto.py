@@ -2,7 +2,8 @@
 of a few samples says how hard the question is (how many agree, how confident they were); the
 policy, fitted offline on benchmark runs (`ponder plan fit`), maps that to how many samples to
 draw in all: an easy question stops at the probe, a medium one gets more, and one where more
-samples did not help (hopeless for this model) stops too rather than burn the budget. The answer
+samples did not help (hopeless for this model) stops too rather than burn the budget. A policy
+with rereads looks again at everything drawn when it reaches one, and decides again. The answer
 is the vote of everything drawn: a plain majority, or, where the policy was fitted so, each
 answer collecting its samples' geometric-mean token probabilities (their mean-logprob scores).
 
@@ -65,23 +66,31 @@ async def auto(session: Session, question: Question, p: AutoParams) -> Result:
     needs_logprobs = feature == "confidence" or vote == "mean-logprob"
     overrides = confidence_sampling(session, policy.top_logprobs, needs_logprobs)
     try:
-        probe = await session.sample(messages, policy.probe, step="probe", **overrides)
+        candidates = await session.sample(messages, policy.probe, step="probe", **overrides)
     except BudgetExhausted:
-        probe = []
-    reading = read_probe(probe, policy.settings.window)
-    bin_index = int(policy.bin_of([reading.votes], [reading.feature(feature)])[0])
-    wanted = policy.bins[bin_index].samples
-    extra = extra_samples(session, wanted - len(probe), reading)
-    session.record(
-        "plan", **reading.describe(), bin=bin_index, samples=wanted, affordable=len(probe) + extra
-    )
-    more: list[Candidate] = []
-    if extra > 0 and not session.exhausted:
+        candidates = []
+    reads = policy.settings.reads
+    for read in range(len(reads)):
+        reading = read_probe(candidates, policy.settings.window)
+        bin_index = int(policy.bin_of([reading.votes], [reading.feature(feature)], read=read)[0])
+        wanted = policy.stages()[read][bin_index].samples
+        extra = extra_samples(session, wanted - len(candidates), reading)
+        session.record(
+            "plan",
+            **reading.describe(),
+            read=len(candidates),
+            bin=bin_index,
+            samples=wanted,
+            affordable=len(candidates) + extra,
+        )
+        if extra <= 0 or session.exhausted:
+            break
         try:
-            more = await session.sample(messages, extra, step="more", **overrides)
+            candidates += await session.sample(messages, extra, step="more", **overrides)
         except BudgetExhausted:
-            more = []
-    candidates = probe + more
+            break
+        if len(candidates) != wanted or wanted not in reads:
+            break  # the bin's last step, or the budget cut it short: no reread
     answer, votes = final_vote(candidates, vote)
     session.record("vote", kind=vote, votes=votes)
     # The leader's share of every sample drawn (answered or not), or of all the weight cast.
