@@ -3,6 +3,7 @@ the CLI and the report, and the live strategy's decisions on scripted engines an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,6 +130,31 @@ def test_the_oracle_router_bounds_what_any_router_can_do() -> None:
     assert searched.cost.mean() >= (50 + 1000) / 1e6 > bound.cost.mean()
     with pytest.raises(PlanError, match="fraction of the large model"):
         oracle(table, 0.0)
+
+
+def test_the_search_answers_by_the_weighted_vote_where_only_it_reaches_the_target() -> None:
+    # The large model's right answer is drawn once in four, but surely (mean-logprob score 0.9
+    # against 0.2): its plain majority is right a quarter of the time at best, its weighted vote
+    # of all four always. A target of 1.5 x the majority's best (a quarter) needs the weighted
+    # vote.
+    unsure, _ = pair(easy=0, hard=6)
+    flat = {"mean-logprob": np.full(np.shape(unsure.data.groups), 0.5)}
+    small = dataclasses.replace(unsure, data=dataclasses.replace(unsure.data, scores=flat))
+    data = replay_data([Kind([0, 1, 1, 2], 100, 9.0)] * 6)
+    surely = np.where(np.asarray(data.groups) == 0, 0.9, 0.2)
+    large = plan_run(
+        dataclasses.replace(data, scores={"mean-logprob": surely}), model="big", price=PER_TOKEN
+    )
+    table = cascade_table(small, large, orderings=30)
+    assert table.votes == ["majority", "mean-logprob"]
+    every = np.ones(table.rows, dtype=bool)
+    choice, reached = search(table, every, 1.5)
+    best = table.best_large(every)[1]
+    assert best == pytest.approx(0.25, abs=0.05)  # the reference stays the plain majority
+    assert reached and choice.vote == "mean-logprob"
+    assert play(table, choice, every).correct.mean() >= 1.5 * best
+    # Without logprobs in both runs only the majority is searched.
+    assert cascade_table(unsure, large, orderings=2).votes == ["majority"]
 
 
 def test_without_prices_costs_are_tokens() -> None:
@@ -303,6 +329,24 @@ async def test_an_unsure_small_model_escalates_and_both_are_counted() -> None:
     assert result.usage.completion_tokens == sum(c.completion_tokens for c in result.candidates)
     assert result.vote_share == pytest.approx(2 / 3)
     assert [s.step for s in result.trace] == ["probe", "route", "escalate", "vote"]
+
+
+async def test_a_weighted_vote_asks_both_models_for_logprobs() -> None:
+    # The large model draws "1" twice and surely (logprob -0.1 a token), "2" three times unsure
+    # (-3): the majority says "2", the mean-logprob vote "1".
+    sure = {0: -0.1, 1: -3.0, 2: -3.0, 3: -3.0, 4: -0.1}
+    small = ScriptedEngine([boxed("5"), boxed("6")], logprobs=lambda k, i, w: -1.0)
+    large = ScriptedEngine(
+        [boxed(a) for a in ("1", "2", "2", "2", "1")], logprobs=lambda k, i, w: sure[k]
+    )
+    large.model = "big"
+    params = {"probe": 2, "samples": 5, "vote": "mean-logprob"}
+    result = await run_strategy("cascade", small, "Q?", params, engines={"large": large})
+    assert all(r.params.logprobs for r in small.requests + large.requests)
+    assert result.answer == "1" and result.model == "big"
+    assert result.votes["1"] == pytest.approx(2 * np.exp(-0.1))
+    (vote,) = [s.detail for s in result.trace if s.step == "vote"]
+    assert vote["kind"] == "mean-logprob"
 
 
 async def test_the_confidence_feature_reads_the_probes_logprobs() -> None:

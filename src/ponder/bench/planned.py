@@ -168,7 +168,7 @@ def cascade_rows(
     bound, k, m = oracle(table, target)
     sent = float((bound.samples > k).mean())
     note = (
-        f"knows which answers are right: keeps {small.label}'s majority of {k} where it is "
+        f"knows which answers are right: keeps {small.label}'s answer of {k} where it is "
         f"right, asks {large.label} for {m} only where that one is right instead ({sent:.0%} "
         "of questions); no confidence signal can route better"
     )

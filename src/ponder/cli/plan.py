@@ -374,9 +374,14 @@ def _explain_cascade(policy: CascadePolicy, console: Console, name: str) -> None
     unit = "USD" if policy.cost_unit == "usd" else "tokens"
     console.print(f"[bold]cascade policy[/bold] ({name}, format {policy.kind} v{policy.version})")
     feature = "vote share" if policy.feature == "share" else "mean DeepConf confidence"
+    vote = (
+        "majority"
+        if policy.vote == "majority"
+        else "vote weighted by each sample's geometric-mean token probability"
+    )
     console.print(
         f"Ask {policy.small_model} for {policy.probe} samples; if their {feature} is at least "
-        f"{policy.threshold:.4g}, answer with their majority; else ask {policy.large_model} for "
+        f"{policy.threshold:.4g}, answer with their {vote}; else ask {policy.large_model} for "
         f"{policy.samples} samples and answer with theirs."
     )
     table = Table("", "accuracy", f"cost / item ({unit})", "tokens / item")

@@ -1,9 +1,11 @@
 """Fitting the small-to-large cascade (in the spirit of FrugalGPT and RouteLLM): the small model
 answers first with a probe of k samples; when the probe is not confident enough (its vote share,
-or its DeepConf confidence, below a threshold) the question goes to the large model, whose
-majority of m samples answers instead. Both models' costs count on an escalated question.
+or its DeepConf confidence, below a threshold) the question goes to the large model, whose vote
+of m samples answers instead. Both models' costs count on an escalated question.
 
-The fit searches k, m, the feature and the threshold over two runs that share items (replayed
+The fit searches k, m, the feature, the threshold and the vote (a plain majority, or weighted by
+each sample's geometric-mean token probability where both runs have logprobs; the reference is
+always the large model's plain majority) over two runs that share items (replayed
 along random orderings of each model's samples, independently) for the cheapest cascade whose
 accuracy reaches `target` x the large model's self-consistency accuracy at its best N, on the
 same rows. Costs are dollars at each run's price (per token, or, on a machine priced by the hour,
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import product
 from typing import Literal
 
 import numpy as np
@@ -38,6 +41,7 @@ from ponder.planning.policy import (
     CascadeFeature,
     CascadePolicy,
     Provenance,
+    Vote,
 )
 
 FloatArray = npt.NDArray[np.float64]
@@ -45,15 +49,18 @@ BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.intp]
 FEATURES: tuple[CascadeFeature, ...] = ("share", "confidence")
 DEFAULT_TARGET = 0.95
+MEAN_LOGPROB: Vote = "mean-logprob"
 
 
 @dataclass(frozen=True, eq=False)
 class _Side:
     """One model's self-consistency per row after n = 1, 2, 4, ... S samples: whether its
-    majority is right, and tokens, latency (parallel: the slowest) and cost of the n."""
+    answer is right by each vote the run allows (`correct[vote][n]`: the majority always, the
+    mean-logprob vote where the run has logprobs), and tokens, latency (parallel: the slowest)
+    and cost of the n."""
 
     sizes: tuple[int, ...]
-    correct: dict[int, BoolArray]
+    correct: dict[Vote, dict[int, BoolArray]]
     tokens: dict[int, FloatArray]
     latency: dict[int, FloatArray]
     cost: dict[int, FloatArray]
@@ -75,11 +82,17 @@ class CascadeTable:
     def rows(self) -> int:
         return int(self.item.size)
 
+    @property
+    def votes(self) -> list[Vote]:
+        """The votes both runs allow."""
+        return [v for v in self.small.correct if v in self.large.correct]
+
     def best_large(self, rows: BoolArray) -> tuple[int, float, float]:
-        """The large model's self-consistency at its best N on `rows`: (N, accuracy, cost); the
-        smallest N of equally accurate ones."""
+        """The large model's self-consistency (plain majority) at its best N on `rows`: (N,
+        accuracy, cost); the smallest N of equally accurate ones."""
+        majority = self.large.correct["majority"]
         scored = [
-            (float(self.large.correct[n][rows].mean()), -n, float(self.large.cost[n][rows].mean()))
+            (float(majority[n][rows].mean()), -n, float(self.large.cost[n][rows].mean()))
             for n in self.large.sizes
         ]
         accuracy, minus_n, cost = max(scored)
@@ -87,12 +100,20 @@ class CascadeTable:
 
 
 def _side(run: PlanRun, orderings: int, seed: int, priced: bool) -> _Side:
-    paths = majority_paths(run.data, orderings=orderings, seed=seed)
+    weighted = MEAN_LOGPROB in run.data.scores
+    paths = majority_paths(
+        run.data, orderings=orderings, seed=seed, weight=MEAN_LOGPROB if weighted else None
+    )
     spent = np.cumsum(paths.tokens, axis=0, dtype=np.float64)
     sizes = tuple(powers_of_two(paths.depth))
-    correct, tokens, latency, cost, share, confidence = {}, {}, {}, {}, {}, {}
+    correct: dict[Vote, dict[int, BoolArray]] = {"majority": {}}
+    if paths.weighted is not None:
+        correct[MEAN_LOGPROB] = {}
+    tokens, latency, cost, share, confidence = {}, {}, {}, {}, {}
     for n in sizes:
-        correct[n] = paths.correct[n - 1]
+        correct["majority"][n] = paths.correct[n - 1]
+        if paths.weighted is not None:
+            correct[MEAN_LOGPROB][n] = paths.weighted[n - 1]
         tokens[n] = spent[n - 1]
         latency[n] = paths.latency[:n].max(axis=0).astype(np.float64)
         priced_cost = linear_cost(run.price, run.prompt_tokens, n, tokens[n], latency[n])
@@ -137,13 +158,14 @@ def shared_items(small_ids: Sequence[str], large_ids: Sequence[str]) -> tuple[li
 
 @dataclass(frozen=True)
 class Choice:
-    """One cascade: probe k, feature, threshold, large samples m, and its numbers on the rows
-    it was chosen on."""
+    """One cascade: probe k, feature, threshold, large samples m, the vote both models answer
+    by, and its numbers on the rows it was chosen on."""
 
     probe: int
     feature: CascadeFeature
     threshold: float
     samples: int
+    vote: Vote
     accuracy: float
     cost: float
     escalated: float
@@ -158,8 +180,8 @@ def search(table: CascadeTable, rows: BoolArray, target: float) -> tuple[Choice,
     reaching: Choice | None = None
     fallback: Choice | None = None
     count = int(rows.sum())
-    for k in table.small.sizes:
-        small_ok = table.small.correct[k][rows].astype(np.float64)
+    for vote, k in product(table.votes, table.small.sizes):
+        small_ok = table.small.correct[vote][k][rows].astype(np.float64)
         small_cost = table.small.cost[k][rows]
         for feature in FEATURES:
             values = (table.small.share if feature == "share" else table.small.confidence)[k][rows]
@@ -169,14 +191,14 @@ def search(table: CascadeTable, rows: BoolArray, target: float) -> tuple[Choice,
             cuts, thresholds = _cuts(ordered)
             kept_ok = small_ok[order].sum() - np.concatenate(([0.0], np.cumsum(small_ok[order])))
             for m in table.large.sizes:
-                large_ok = table.large.correct[m][rows][order].astype(np.float64)
+                large_ok = table.large.correct[vote][m][rows][order].astype(np.float64)
                 large_cost = table.large.cost[m][rows][order]
                 gained = np.concatenate(([0.0], np.cumsum(large_ok)))
                 paid = np.concatenate(([0.0], np.cumsum(large_cost)))
                 accuracy = (gained[cuts] + kept_ok[cuts]) / count
                 cost = (small_cost.sum() + paid[cuts]) / count
                 options = [
-                    _option(k, feature, m, cuts, thresholds, accuracy, cost, count, j)
+                    _option(k, feature, m, vote, cuts, thresholds, accuracy, cost, count, j)
                     for j in _best_two(accuracy, cost, goal)
                 ]
                 for option in options:
@@ -204,6 +226,7 @@ def _option(
     k: int,
     feature: CascadeFeature,
     m: int,
+    vote: Vote,
     cuts: IntArray,
     thresholds: list[float],
     accuracy: FloatArray,
@@ -216,6 +239,7 @@ def _option(
         feature=feature,
         threshold=thresholds[j],
         samples=m,
+        vote=vote,
         accuracy=float(accuracy[j]),
         cost=float(cost[j]),
         escalated=float(cuts[j] / count),
@@ -275,6 +299,7 @@ def fit_cascade(
         feature=choice.feature,
         threshold=choice.threshold,
         samples=choice.samples,
+        vote=choice.vote,
         top_logprobs=small.source.top_logprobs,
         window=window,
         target=target,
@@ -300,12 +325,14 @@ def _check_target(target: float) -> None:
 
 def play(table: CascadeTable, choice: Choice | CascadePolicy, rows: BoolArray) -> Outcome:
     """What a cascade answers and spends on `rows` of `table`."""
-    k, m = choice.probe, choice.samples
+    k, m, vote = choice.probe, choice.samples, choice.vote
     if k not in table.small.sizes or m not in table.large.sizes:
         raise PlanError(
             f"the cascade takes {k} small and {m} large samples; the runs replay "
             f"{list(table.small.sizes)} and {list(table.large.sizes)}"
         )
+    if vote not in table.votes:
+        raise PlanError(f"the cascade answers by a {vote} vote; the runs have no logprobs for it")
     source = table.small.share if choice.feature == "share" else table.small.confidence
     values = source[k][rows]
     escalate = np.isnan(values) | (values < choice.threshold)
@@ -314,7 +341,7 @@ def play(table: CascadeTable, choice: Choice | CascadePolicy, rows: BoolArray) -
     return Outcome(
         item=table.item[rows],
         items=table.items,
-        correct=np.where(escalate, large.correct[m][rows], small.correct[k][rows]),
+        correct=np.where(escalate, large.correct[vote][m][rows], small.correct[vote][k][rows]),
         tokens=small.tokens[k][rows] + np.where(escalate, large.tokens[m][rows], 0.0),
         latency=small.latency[k][rows] + np.where(escalate, large.latency[m][rows], 0.0),
         samples=k + np.where(escalate, float(m), 0.0),
@@ -352,35 +379,35 @@ def cross_fit(
 
 def oracle(table: CascadeTable, target: float = DEFAULT_TARGET) -> tuple[Outcome, int, int]:
     """The bound no router can beat: a cascade that knows which answers are right. It keeps the
-    small model's majority of k where it is right, escalates to the large model's majority of m
+    small model's answer of k where it is right, escalates to the large model's answer of m
     only where that one is right instead, and otherwise keeps the small answer (both wrong: more
-    samples would not help). Of every (k, m), the cheapest reaching `target` x the large model's
-    best accuracy (else the most accurate). Returns its outcome on all rows, k and m."""
+    samples would not help). Of every (k, m) and vote, the cheapest reaching `target` x the large
+    model's best accuracy (else the most accurate). Returns its outcome on all rows, k and m."""
     _check_target(target)
     every = np.ones(table.rows, dtype=bool)
     goal = target * table.best_large(every)[1] - 1e-12
     best: tuple[tuple[bool, float, float], Outcome, int, int] | None = None
     small, large = table.small, table.large
-    for k in small.sizes:
-        for m in large.sizes:
-            escalate = ~small.correct[k] & large.correct[m]
-            outcome = Outcome(
-                item=table.item,
-                items=table.items,
-                correct=small.correct[k] | large.correct[m],
-                tokens=small.tokens[k] + np.where(escalate, large.tokens[m], 0.0),
-                latency=small.latency[k] + np.where(escalate, large.latency[m], 0.0),
-                samples=k + np.where(escalate, float(m), 0.0),
-                cost=small.cost[k] + np.where(escalate, large.cost[m], 0.0),
-            )
-            accuracy = float(outcome.correct.mean())
-            assert outcome.cost is not None
-            cost = float(outcome.cost.mean())
-            reached = accuracy >= goal
-            # reaching first, then cheaper; among those missing, more accurate first
-            key = (reached, -cost if reached else accuracy, -cost)
-            if best is None or key > best[0]:
-                best = (key, outcome, k, m)
+    for vote, k, m in product(table.votes, small.sizes, large.sizes):
+        right_small, right_large = small.correct[vote][k], large.correct[vote][m]
+        escalate = ~right_small & right_large
+        outcome = Outcome(
+            item=table.item,
+            items=table.items,
+            correct=right_small | right_large,
+            tokens=small.tokens[k] + np.where(escalate, large.tokens[m], 0.0),
+            latency=small.latency[k] + np.where(escalate, large.latency[m], 0.0),
+            samples=k + np.where(escalate, float(m), 0.0),
+            cost=small.cost[k] + np.where(escalate, large.cost[m], 0.0),
+        )
+        accuracy = float(outcome.correct.mean())
+        assert outcome.cost is not None
+        cost = float(outcome.cost.mean())
+        reached = accuracy >= goal
+        # reaching first, then cheaper; among those missing, more accurate first
+        key = (reached, -cost if reached else accuracy, -cost)
+        if best is None or key > best[0]:
+            best = (key, outcome, k, m)
     assert best is not None
     return best[1], best[2], best[3]
 

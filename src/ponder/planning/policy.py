@@ -407,8 +407,9 @@ class CascadeExpected(BaseModel):
 
 
 class CascadePolicy(BaseModel):
-    """Small model first: `probe` samples; answer with their majority when the feature is at
-    least `threshold`, else ask the large model for `samples` and answer with their majority."""
+    """Small model first: `probe` samples; answer with their vote when the feature is at least
+    `threshold`, else ask the large model for `samples` and answer with their vote (a plain
+    majority, or weighted by each sample's geometric-mean token probability)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -420,6 +421,7 @@ class CascadePolicy(BaseModel):
     feature: CascadeFeature
     threshold: float = Field(allow_inf_nan=False)
     samples: int = Field(ge=1, le=256, description="large-model samples when escalating")
+    vote: Vote = "majority"
     top_logprobs: int = Field(default=0, ge=0, le=20)
     window: int = Field(default=16, ge=1)
     target: float = Field(gt=0.0, le=1.5, description="of the large model's best accuracy")

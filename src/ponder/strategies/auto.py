@@ -18,14 +18,12 @@ from pathlib import Path
 from pydantic import Field
 
 from ponder.budget import BudgetExhausted
-from ponder.planning.policy import Vote, load_auto_policy
-from ponder.strategies.primitives import Question, as_messages, group_answers, weighted_vote
-from ponder.strategies.probe import ProbeReading, confidence_sampling, read_probe
+from ponder.planning.policy import load_auto_policy
+from ponder.strategies.primitives import Question, as_messages
+from ponder.strategies.probe import ProbeReading, confidence_sampling, final_vote, read_probe
 from ponder.strategies.registry import Strategy, StrategyParams
-from ponder.strategies.result import Candidate, Result
+from ponder.strategies.result import Result
 from ponder.strategies.session import Session
-from ponder.verifiers.confidence import mean_logprob
-from ponder.verifiers.self_certainty import mean_logprob_score
 
 
 class AutoParams(StrategyParams):
@@ -43,20 +41,6 @@ def extra_samples(session: Session, wanted: int, probe: ProbeReading) -> int:
     if wanted <= 0 or tokens_left is None or probe.length <= 0:
         return max(wanted, 0)
     return min(wanted, int(tokens_left // probe.length))
-
-
-def final_vote(candidates: list[Candidate], vote: Vote) -> tuple[str | None, dict[str, float]]:
-    """The policy's vote over every sample drawn. A mean-logprob vote weighs each sample by
-    exp(its mean token logprob), a sample without logprobs by 0 (as offline replay scores it);
-    with no logprobs at all (an engine that returns none) it is a plain majority."""
-    answers = group_answers([c.answer for c in candidates])
-    if vote == "mean-logprob" and any(c.logprobs for c in candidates):
-        weights = [
-            float(mean_logprob_score(mean_logprob(c.logprobs))) if c.logprobs else 0.0
-            for c in candidates
-        ]
-        return weighted_vote(answers, weights)
-    return weighted_vote(answers)
 
 
 async def auto(session: Session, question: Question, p: AutoParams) -> Result:

@@ -1,8 +1,9 @@
 """`cascade`: try the small model first and escalate to a larger one (embedded or remote) only
 when the small model is not sure (FrugalGPT, Chen et al. 2023; RouteLLM, Ong et al. 2024). The
 small model (the session's engine) draws a probe of k samples; when their vote share, or their
-mean DeepConf confidence, reaches the threshold, their majority answers; otherwise the large
-model (`engines={"large": ...}`) draws m samples and their majority answers. Thresholds, k and m
+mean DeepConf confidence, reaches the threshold, their vote answers; otherwise the large model
+(`engines={"large": ...}`) draws m samples and their vote answers: a plain majority, or each
+answer collecting its samples' geometric-mean token probabilities. Thresholds, k, m and the vote
 come from `ponder plan fit-cascade` (a policy file) or are given directly.
 
 Both models' samples go through the session, so usage and the budget count them all once.
@@ -17,16 +18,16 @@ from typing import Literal, Self
 from pydantic import Field, model_validator
 
 from ponder.budget import BudgetExhausted
-from ponder.planning.policy import CascadePolicy, load_cascade_policy
-from ponder.strategies.primitives import Question, as_messages, group_answers, weighted_vote
-from ponder.strategies.probe import confidence_sampling, read_probe
+from ponder.planning.policy import CascadePolicy, Vote, load_cascade_policy
+from ponder.strategies.primitives import Question, as_messages
+from ponder.strategies.probe import confidence_sampling, final_vote, read_probe
 from ponder.strategies.registry import Strategy, StrategyParams
 from ponder.strategies.result import Candidate, Result
 from ponder.strategies.session import Session
 
 LARGE = "large"
 """The role name of the escalation engine in `Session.engines`."""
-RULE_FIELDS = ("probe", "feature", "threshold", "samples")
+RULE_FIELDS = ("probe", "feature", "threshold", "samples", "vote")
 
 
 class CascadeParams(StrategyParams):
@@ -49,6 +50,11 @@ class CascadeParams(StrategyParams):
     )
     samples: int = Field(
         default=8, ge=1, le=256, description="samples from the large model when escalating"
+    )
+    vote: Vote = Field(
+        default="majority",
+        description="how the answering model's samples choose: plain majority, or weighted by "
+        "each sample's geometric-mean token probability (mean-logprob)",
     )
     window: int = Field(default=16, ge=1, le=8192, description="DeepConf group window, tokens")
     top_logprobs: int = Field(
@@ -84,6 +90,7 @@ def _rule(session: Session, p: CascadeParams, large_model: str) -> CascadeParams
             "feature": policy.feature,
             "threshold": policy.threshold,
             "samples": policy.samples,
+            "vote": policy.vote,
             "window": policy.window,
             "top_logprobs": max(1, policy.top_logprobs),
         }
@@ -94,7 +101,10 @@ async def cascade(session: Session, question: Question, p: CascadeParams) -> Res
     large = session.named_engine(LARGE, "the larger model a cascade escalates to")
     rule = _rule(session, p, large.model)
     messages = as_messages(question)
-    overrides = confidence_sampling(session, rule.top_logprobs, rule.feature == "confidence")
+    weighted = rule.vote == "mean-logprob"
+    overrides = confidence_sampling(
+        session, rule.top_logprobs, rule.feature == "confidence" or weighted
+    )
     try:
         probe = await session.sample(messages, rule.probe, step="probe", **overrides)
     except BudgetExhausted:
@@ -109,18 +119,26 @@ async def cascade(session: Session, question: Question, p: CascadeParams) -> Res
         threshold=rule.threshold,
         escalate=escalate,
     )
-    answer, votes, voters = reading.answer, reading.table, probe
     escalated: list[Candidate] = []
     if escalate and not session.exhausted:
+        large_overrides = confidence_sampling(session, rule.top_logprobs, weighted, large)
         try:
-            escalated = await session.sample(messages, rule.samples, step="escalate", engine=large)
+            escalated = await session.sample(
+                messages, rule.samples, step="escalate", engine=large, **large_overrides
+            )
         except BudgetExhausted:
             escalated = []
-        if escalated:
-            voters = escalated
-            answer, votes = weighted_vote(group_answers([c.answer for c in escalated]))
-    session.record("vote", votes=votes, answered_by=(large if escalated else session.engine).model)
-    share = votes.get(answer, 0.0) / len(voters) if answer is not None and voters else 0.0
+    voters = escalated or probe
+    answer, votes = final_vote(voters, rule.vote)
+    session.record(
+        "vote",
+        kind=rule.vote,
+        votes=votes,
+        answered_by=(large if escalated else session.engine).model,
+    )
+    # The leader's share of the answering samples (answered or not), or of all the weight cast.
+    total = len(voters) if rule.vote == "majority" else sum(votes.values())
+    share = votes.get(answer, 0.0) / total if answer is not None and total > 0 else 0.0
     result = session.result(answer, probe + escalated, votes, share=share)
     if not escalated:
         return result

@@ -11,10 +11,13 @@ from typing import Any
 
 import numpy as np
 
+from ponder.engines.base import Engine
+from ponder.planning.policy import Vote
 from ponder.strategies.primitives import group_answers, weighted_vote
 from ponder.strategies.result import Candidate
 from ponder.strategies.session import Session
-from ponder.verifiers.confidence import lowest_group_confidence, token_confidences
+from ponder.verifiers.confidence import lowest_group_confidence, mean_logprob, token_confidences
+from ponder.verifiers.self_certainty import mean_logprob_score
 
 
 @dataclass(frozen=True)
@@ -66,16 +69,34 @@ def read_probe(candidates: Sequence[Candidate], window: int) -> ProbeReading:
     )
 
 
-def confidence_sampling(session: Session, top_logprobs: int, needed: bool) -> dict[str, Any]:
-    """Sampling overrides that bring back the logprobs a confidence feature needs, when it is
-    `needed` and the engine can give them (else a warning: the feature is then missing)."""
+def confidence_sampling(
+    session: Session, top_logprobs: int, needed: bool, engine: Engine | None = None
+) -> dict[str, Any]:
+    """Sampling overrides that bring back the logprobs a confidence feature or a weighted vote
+    needs, when it is `needed` and the engine (default: the session's) can give them (else a
+    warning: the feature is then missing, the vote a plain majority)."""
     if not needed:
         return {}
-    capabilities = session.engine.capabilities
+    engine = session.engine if engine is None else engine
+    capabilities = engine.capabilities
     if not capabilities.logprobs:
-        warning = f"{session.engine.model} returns no logprobs: the probe's confidence is unknown"
+        warning = f"{engine.model} returns no logprobs: its confidence is unknown"
         if warning not in session.warnings:
             session.warnings.append(warning)
         return {}
     alternatives = min(top_logprobs, capabilities.max_top_logprobs)
     return {"logprobs": True, **({"top_logprobs": alternatives} if alternatives > 0 else {})}
+
+
+def final_vote(candidates: list[Candidate], vote: Vote) -> tuple[str | None, dict[str, float]]:
+    """The policy's vote over every sample drawn. A mean-logprob vote weighs each sample by
+    exp(its mean token logprob), a sample without logprobs by 0 (as offline replay scores it);
+    with no logprobs at all (an engine that returns none) it is a plain majority."""
+    answers = group_answers([c.answer for c in candidates])
+    if vote == "mean-logprob" and any(c.logprobs for c in candidates):
+        weights = [
+            float(mean_logprob_score(mean_logprob(c.logprobs))) if c.logprobs else 0.0
+            for c in candidates
+        ]
+        return weighted_vote(answers, weights)
+    return weighted_vote(answers)
