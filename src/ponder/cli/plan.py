@@ -319,7 +319,7 @@ def _explain_auto(policy: AutoPolicy, console: Console, name: str) -> None:
     console.print(f"[bold]auto policy[/bold] ({name}, format {policy.kind} v{policy.version})")
     again = (
         f" When that reaches {', '.join(map(str, settings.rereads))} samples, place it again by "
-        "everything drawn, in that read's bins ('reread' below)."
+        "everything drawn, in that read's bins (samples '-> n' below)."
         if settings.rereads
         else ""
     )
@@ -334,12 +334,12 @@ def _explain_auto(policy: AutoPolicy, console: Console, name: str) -> None:
         Column("read", no_wrap=True),
         Column("votes", no_wrap=True),
         Column(feature or "-", no_wrap=True),
-        Column("rows", justify="right"),
-        Column("samples", justify="right"),
+        Column("rows", justify="right", no_wrap=True),
+        Column("samples", justify="right", no_wrap=True),
         Column("accuracy now -> bin", no_wrap=True),
-        Column("tokens", justify="right"),
-        caption="rows: share of the fitting rows that reach the bin; samples: in all, the "
-        "probe's included",
+        Column("tokens", justify="right", no_wrap=True),
+        caption=f"read {settings.probe} is the probe; rows: share of the fitting rows that "
+        "reach the bin; samples: in all, the probe's included; -> n: draw up to n, read again",
     )
     reads = settings.reads
     for k, (at, bins) in enumerate(zip(reads, policy.stages(), strict=True)):
@@ -349,11 +349,11 @@ def _explain_auto(policy: AutoPolicy, console: Console, name: str) -> None:
             high = "inf" if b.high is None else f"{b.high:.3g}"
             step = "stop" if b.samples == at else str(b.samples)
             table.add_row(
-                f"{at}" if k else f"{at} (probe)",
+                str(at),
                 f"{b.votes}/{at}",
                 f"[{low}, {high})" if feature else "any",
                 f"{b.weight:.1%}",
-                f"{step}, reread" if b.samples == then else step,
+                f"-> {step}" if b.samples == then else step,
                 f"{b.accuracy_at_probe:.1%} -> {b.accuracy:.1%}",
                 f"{b.tokens:,.0f}",
             )
