@@ -739,7 +739,7 @@ def _planner_rows(
             raise ReportError("a cascade needs two different models; both runs are one model")
         described.append(
             f"cascade: {small.label} first; {large.label} when the probe is unsure "
-            f"(probe size, feature, threshold and {large.label}'s samples searched, "
+            f"(probe size, feature, threshold, {large.label}'s samples and the vote searched, "
             f"cross-fitted over {planner.folds} folds of items)"
         )
         rows += cascade_rows(
