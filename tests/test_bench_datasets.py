@@ -208,6 +208,26 @@ async def test_jsonl_with_named_fields(tmp_path: Path) -> None:
     assert [i.id for i in limited.items] == ["a"]
 
 
+def test_skip_leaves_out_the_first_items_for_held_out_runs(tmp_path: Path) -> None:
+    rows: list[object] = [{"uid": str(k), "problem": f"{k}+1?", "gold": k + 1} for k in range(5)]
+    spec = parse_dataset(str(_write(tmp_path / "five.jsonl", rows)))
+    fields = JsonlFields(prompt="problem", answer="gold", id="uid")
+    spec = spec.model_copy(update={"fields": fields})
+    first = load_dataset(spec, limit=2)
+    held_out = load_dataset(spec.model_copy(update={"skip": 2}), limit=2)
+    assert [i.id for i in first.items] == ["0", "1"]
+    assert [i.id for i in held_out.items] == ["2", "3"]
+    assert held_out.spec.label().endswith("from item 3")
+    assert held_out.fingerprint() != first.fingerprint()
+    assert [i.id for i in load_dataset(spec.model_copy(update={"skip": 4})).items] == ["4"]
+    with pytest.raises(InvalidRequestError, match="has 5 items; skipping 5 leaves none"):
+        load_dataset(spec.model_copy(update={"skip": 5}))
+    # A stored spec without the field (made before it existed) reads as skipping nothing.
+    stored = spec.model_dump(mode="json")
+    del stored["skip"]
+    assert DatasetSpec.model_validate(stored).skip == 0
+
+
 async def test_jsonl_code_exec_runs_the_answer_field_as_tests(tmp_path: Path) -> None:
     path = _write(
         tmp_path / "code.jsonl",

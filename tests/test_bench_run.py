@@ -264,6 +264,9 @@ def test_bad_inputs_are_one_clear_line(runner: CliRunner, tmp_path: Path) -> Non
         (["-d", "gsm8k", "-m", "no-such-model"], "no-such-model"),
         (["-d", "gsm8k", "--concurrency", "0"], "--concurrency must be at least 1"),
         (["-d", "gsm8k", "--limit", "0"], "limit must be at least 1"),
+        (["-d", "gsm8k", "--skip", "-1"], "--skip must be at least 0"),
+        (["-d", "gsm8k", "--skip", "100000"], "has 1319 items; skipping 100000 leaves none"),
+        (["--skip", "2"], "--dataset is required to start a new run"),
         (["-d", "gsm8k", "-n", "0"], "samples: Input should be greater than or equal to 1"),
     ]
     for args, message in cases:

@@ -174,8 +174,8 @@ def parse_dataset(
 def load_dataset(
     spec: DatasetSpec, *, home: Path | None = None, limit: int | None = None
 ) -> Dataset:
-    """The spec's items (the first `limit` of them) and their checker. Built-in sets are read
-    from `home/data` (fetched there on first use)."""
+    """The spec's items (the first `limit` of them after the spec's `skip`) and their checker.
+    Built-in sets are read from `home/data` (fetched there on first use)."""
     if limit is not None and limit < 1:
         raise InvalidRequestError(f"limit must be at least 1, got {limit}")
     checker: Checker
@@ -195,4 +195,9 @@ def load_dataset(
         checker = make_checker(source.checker)
     if not items:
         raise InvalidRequestError(f"dataset {spec.label()} has no items")
-    return Dataset(spec=spec, items=tuple(items[:limit]), checker=checker)
+    if spec.skip >= len(items):
+        raise InvalidRequestError(
+            f"dataset {spec.model_copy(update={'skip': 0}).label()} has {len(items)} items; "
+            f"skipping {spec.skip} leaves none"
+        )
+    return Dataset(spec=spec, items=tuple(items[spec.skip :][:limit]), checker=checker)

@@ -59,6 +59,9 @@ class DatasetSpec(BaseModel):
     size: int | None = Field(default=None, ge=1, le=1_000_000)
     seed: int | None = Field(default=None, ge=0)
     difficulty: int | None = Field(default=None, ge=0)
+    skip: int = Field(
+        default=0, ge=0, description="items left out at the start (held-out items beyond a run)"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetSpec:
@@ -83,13 +86,15 @@ class DatasetSpec(BaseModel):
     def label(self) -> str:
         """A short human-readable name for progress bars and reports."""
         if self.kind == "jsonl":
-            return str(self.path)
-        if self.kind == "rg":
+            name = str(self.path)
+        elif self.kind == "rg":
             extras = [f"size={self.size}", f"seed={self.seed}"]
             if self.difficulty is not None:
                 extras.append(f"difficulty={self.difficulty}")
-            return f"{self.name} ({', '.join(extras)})"
-        return self.name
+            name = f"{self.name} ({', '.join(extras)})"
+        else:
+            name = self.name
+        return f"{name} from item {self.skip + 1}" if self.skip else name
 
 
 def fingerprint(items: tuple[Item, ...] | list[Item]) -> str:

@@ -447,6 +447,8 @@ def run_command(path: Path, config: RunConfig) -> str:
         ):
             if value is not None:
                 parts += [option, str(value)]
+    if spec.skip:
+        parts += ["--skip", str(spec.skip)]
     parts += ["--limit", str(config.items), "--model", config.model]
     if config.engine != LOCAL:
         parts += ["--engine", config.engine]

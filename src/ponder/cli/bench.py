@@ -156,6 +156,12 @@ def datasets(generators: bool, as_json: bool) -> None:
     "a resumed run keeps its own.",
 )
 @click.option("--limit", type=int, default=None, help="Only the first K items.")
+@click.option(
+    "--skip",
+    type=int,
+    default=None,
+    help="Leave out the first K items (e.g. held-out items beyond a run made with --limit K).",
+)
 @click.option("--model", "-m", default=None, help="Catalogue name, .gguf path or hf:... model.")
 @click.option(
     "--engine", "-e", default=None, help="'local' (default) or OpenAI-compatible base URL(s)."
@@ -197,6 +203,7 @@ def run(
     out: Path,
     dataset: str | None,
     limit: int | None,
+    skip: int | None,
     model: str | None,
     engine: str | None,
     samples: int | None,
@@ -238,6 +245,7 @@ def run(
             rg_size,
             rg_seed,
             rg_difficulty,
+            skip,
         )
         engine_spec = _choose(engine, stored, "engine")
         model = model if model is not None else (stored.model if stored else None)
@@ -314,17 +322,23 @@ def _dataset_spec(
     size: int | None,
     seed: int | None,
     difficulty: int | None,
+    skip: int | None,
 ) -> DatasetSpec:
     """The dataset the user named, or the stored run's when resuming without naming one."""
     if dataset is not None:
-        return parse_dataset(
+        spec = parse_dataset(
             dataset, fields=fields, checker=checker, size=size, seed=seed, difficulty=difficulty
         )
+        if skip is None:
+            return spec
+        if skip < 0:
+            raise InvalidRequestError(f"--skip must be at least 0, got {skip}")
+        return spec.model_copy(update={"skip": skip})
     if stored is None:
         raise InvalidRequestError(
             "--dataset is required to start a new run; `ponder bench datasets` lists them"
         )
-    if any(v is not None for v in (fields, checker, size, seed, difficulty)):
+    if any(v is not None for v in (fields, checker, size, seed, difficulty, skip)):
         raise InvalidRequestError("dataset options need --dataset as well")
     return stored.dataset
 
