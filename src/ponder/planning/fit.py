@@ -254,7 +254,9 @@ def _backward(
 ) -> list[IntArray]:
     """Each read's best action per bin at `price` per token, the last read first: a bin stops
     at one of the actions before the next read or goes on to it, whichever gives its rows the
-    most accuracy - price x tokens (the cheaper on a tie; an empty bin stops at once)."""
+    most accuracy - price x tokens (the cheaper on a tie; an empty bin stops at once). A later
+    read's bin is judged on all the fitting rows that fall in it, not only those an earlier read
+    sends on: those are decided after it, and the bins already condition on what was drawn."""
     reads, actions = table.reads, table.actions
     every = np.arange(table.rows)
     going_on: FloatArray | None = None
