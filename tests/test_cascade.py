@@ -46,6 +46,7 @@ from ponder.planning.pricing import (
 from ponder.planning.runs import load_run
 from ponder.server.execution import answer_text
 from ponder.strategies.registry import run_strategy
+from ponder.verifiers.llm_judge import LLMJudgeVerifier
 from tests.conftest import TEST_HOME
 from tests.plan_runs import Kind, plan_run, replay_data, write_store
 from tests.scripted_engine import ScriptedEngine
@@ -363,6 +364,39 @@ async def test_the_confidence_feature_reads_the_probes_logprobs() -> None:
         assert decision["confidence"] == pytest.approx(-logprob)
         assert decision["escalate"] is escalates and bool(large.requests) is escalates
         assert small.requests[0].params.top_logprobs == 20
+
+
+async def test_a_judge_of_the_probes_answer_decides_the_escalation() -> None:
+    # The larger model judges the samples that hold the probe's answer ("7", twice of three);
+    # a Yes keeps the small answer, a No escalates. The judge's calls are counted.
+    for verdict, escalates in (("Yes", False), ("No", True)):
+        small, large = engines([boxed("7"), boxed("7"), boxed("5")], [boxed("8")])
+        judge = ScriptedEngine([verdict])
+        judge.model = "judge"
+        params = {"probe": 3, "samples": 1, "feature": "score", "threshold": 0.5}
+        result = await run_strategy(
+            "cascade",
+            small,
+            "Q?",
+            params,
+            engines={"large": large},
+            verifiers={"llm-judge": LLMJudgeVerifier(engine=judge)},
+        )
+        assert len(judge.requests) == 2  # the two samples holding "7", not the "5"
+        decision = route([s.detail for s in result.trace if s.step == "route"])
+        assert decision["score"] == (1.0 if verdict == "Yes" else 0.0)
+        assert decision["escalate"] is escalates and bool(large.requests) is escalates
+        assert result.answer == ("8" if escalates else "7")
+        drawn = sum(c.completion_tokens for c in result.candidates)
+        assert result.usage.completion_tokens > drawn  # the judge's tokens count too
+    with pytest.raises(InvalidRequestError, match="unknown verifier 'no-such'"):
+        await run_strategy(
+            "cascade",
+            ScriptedEngine(["x"]),
+            "Q?",
+            {"feature": "score", "verifier": "no-such"},
+            engines={"large": ScriptedEngine(["y"])},
+        )
 
 
 async def test_the_budget_can_stop_the_escalation() -> None:

@@ -1,10 +1,12 @@
 """`cascade`: try the small model first and escalate to a larger one (embedded or remote) only
 when the small model is not sure (FrugalGPT, Chen et al. 2023; RouteLLM, Ong et al. 2024). The
-small model (the session's engine) draws a probe of k samples; when their vote share, or their
-mean DeepConf confidence, reaches the threshold, their vote answers; otherwise the large model
+small model (the session's engine) draws a probe of k samples; when their vote share, their mean
+DeepConf confidence, or a verifier's mean score of the samples holding their answer (e.g. the
+larger model as `llm-judge`) reaches the threshold, their vote answers; otherwise the large model
 (`engines={"large": ...}`) draws m samples and their vote answers: a plain majority, or each
 answer collecting its samples' geometric-mean token probabilities. Thresholds, k, m and the vote
-come from `ponder plan fit-cascade` (a policy file) or are given directly.
+come from `ponder plan fit-cascade` (a policy file) or are given directly; a verifier's threshold
+is given directly, since stored runs hold no judge's scores to fit it on.
 
 Both models' samples go through the session, so usage and the budget count them all once.
 """
@@ -15,19 +17,21 @@ import math
 from pathlib import Path
 from typing import Literal, Self
 
+import numpy as np
 from pydantic import Field, model_validator
 
 from ponder.budget import BudgetExhausted
 from ponder.planning.policy import CascadePolicy, Vote, load_cascade_policy
-from ponder.strategies.primitives import Question, as_messages
+from ponder.strategies.primitives import Question, as_messages, group_answers, question_text
 from ponder.strategies.probe import confidence_sampling, final_vote, read_probe
 from ponder.strategies.registry import Strategy, StrategyParams
 from ponder.strategies.result import Candidate, Result
 from ponder.strategies.session import Session
+from ponder.verifiers.base import Verifier
 
 LARGE = "large"
 """The role name of the escalation engine in `Session.engines`."""
-RULE_FIELDS = ("probe", "feature", "threshold", "samples", "vote")
+RULE_FIELDS = ("probe", "feature", "threshold", "samples", "vote", "verifier")
 
 
 class CascadeParams(StrategyParams):
@@ -37,10 +41,16 @@ class CascadeParams(StrategyParams):
         "threshold and samples)",
     )
     probe: int = Field(default=4, ge=1, le=256, description="samples from the small model first")
-    feature: Literal["share", "confidence"] = Field(
+    feature: Literal["share", "confidence", "score"] = Field(
         default="share",
-        description="what must reach the threshold: the probe's vote share, or its mean DeepConf "
-        "lowest-group confidence",
+        description="what must reach the threshold: the probe's vote share, its mean DeepConf "
+        "lowest-group confidence, or the verifier's mean score of the samples holding its answer",
+    )
+    verifier: str = Field(
+        default="llm-judge",
+        min_length=1,
+        description="the verifier whose score is the feature 'score' (llm-judge judges with "
+        "--judge-model, e.g. the larger model)",
     )
     threshold: float = Field(
         default=0.75,
@@ -102,19 +112,27 @@ async def cascade(session: Session, question: Question, p: CascadeParams) -> Res
     rule = _rule(session, p, large.model)
     messages = as_messages(question)
     weighted = rule.vote == "mean-logprob"
+    # An unknown verifier fails here, before any compute.
+    verifier = session.verifier(rule.verifier) if rule.feature == "score" else None
     overrides = confidence_sampling(
-        session, rule.top_logprobs, rule.feature == "confidence" or weighted
+        session,
+        rule.top_logprobs,
+        rule.feature == "confidence" or weighted or bool(verifier and verifier.needs_logprobs),
     )
     try:
         probe = await session.sample(messages, rule.probe, step="probe", **overrides)
     except BudgetExhausted:
         probe = []
     reading = read_probe(probe, rule.window)
-    value = reading.share if rule.feature == "share" else reading.confidence
+    score = math.nan
+    if verifier is not None and reading.answer is not None and not session.exhausted:
+        score = await _answer_score(session, verifier, question, probe, reading.answer)
+    value = {"share": reading.share, "confidence": reading.confidence, "score": score}[rule.feature]
     escalate = math.isnan(value) or value < rule.threshold
     session.record(
         "route",
         **reading.describe(),
+        score=None if math.isnan(score) else score,
         feature=rule.feature,
         threshold=rule.threshold,
         escalate=escalate,
@@ -144,6 +162,25 @@ async def cascade(session: Session, question: Question, p: CascadeParams) -> Res
         return result
     # The reply's text is the larger model's, from a sample that gave its answer.
     return result.model_copy(update={"model": large.model, "voters": [c.index for c in escalated]})
+
+
+async def _answer_score(
+    session: Session,
+    verifier: Verifier,
+    question: Question,
+    probe: list[Candidate],
+    answer: str,
+) -> float:
+    """The verifier's mean score of the probe samples whose answer is the probe's `answer`
+    (NaN if the budget left none of them scored: the question escalates)."""
+    groups = group_answers([c.answer for c in probe])
+    holding = [c for c, group in zip(probe, groups, strict=True) if group == answer]
+    try:
+        scores = await verifier.score_all(session, question_text(question), holding)
+    except BudgetExhausted:
+        return math.nan
+    values = [s.value for s in scores if s is not None]
+    return float(np.mean(values)) if values else math.nan
 
 
 CASCADE = Strategy(
