@@ -533,6 +533,7 @@ class Session:
     ) -> Generation:
         """`_follow`'s loop over the request's events, until the engine hands it back."""
         last_token_at: dict[int, float] = {}
+        finished = so_far.finished
         async for event in handle.events():
             if self.on_event is not None:
                 self.on_event(event)
@@ -547,7 +548,6 @@ class Session:
                 elif watch is not None and watch(event.index, event):
                     handle.cancel(event.index)
             elif isinstance(event, SampleFinished):
-                finished = so_far.finished
                 finished.append(event.completion)
                 if enough is not None and len(finished) < n and enough(finished):
                     handle.cancel()
