@@ -25,6 +25,7 @@ from ponder.bench.live import (
     make_live_config,
     pending_items,
 )
+from ponder.bench.report import live_command
 from ponder.bench.run import make_config
 from ponder.bench.store import LiveConfig, LiveRecord, RunStore, RunStoreError
 from ponder.budget import Budget
@@ -40,6 +41,7 @@ from ponder.engines.types import (
     Usage,
 )
 from ponder.errors import EngineError, InvalidRequestError
+from ponder.verifiers.llm_judge import LLMJudgeVerifier
 from tests.conftest import TEST_HOME
 from tests.scripted_engine import ScriptedEngine
 
@@ -215,6 +217,69 @@ async def test_a_result_missing_a_failed_sample_is_not_stored(tmp_path: Path) ->
         assert summary.first_error == "out of memory"
         assert store.live_done(config.key) == {0, 1}
         assert pending_items(store, config) == [2]
+
+
+async def test_a_cascade_runs_live_with_a_judge_and_a_larger_model_each_counted_apart(
+    tmp_path: Path,
+) -> None:
+    """Item 0's small answer is judged right and kept; items 1 and 2 are judged wrong and go to
+    the larger model. Each record keeps every model's share of the tokens."""
+    data = dataset(tmp_path)
+    small = ScriptedEngine(right_but_item_1)
+
+    def verdict(request: GenerationRequest, k: int) -> str:
+        return "Yes" if "What is 0 + 1?" in str(request.messages) else "No"
+
+    judge, large = ScriptedEngine(verdict), ScriptedEngine(right_but_item_1)
+    judge.model, large.model = "judge", "big"
+    with RunStore.open_for_live(make_run(tmp_path, data)) as store:
+        plain = make_live_config(store.config, "cascade", {"probe": 2, "feature": "score"})
+        config = make_live_config(
+            store.config,
+            "cascade",
+            {"probe": 2, "feature": "score", "samples": 3},
+            judge_model="judge",
+            escalate_model="big",
+        )
+        assert config.label == "cascade feature=score probe=2 samples=3 judge=judge escalate=big"
+        assert (config.judge_model, config.escalate_model, config.escalate_engine) == (
+            "judge",
+            "big",
+            None,
+        )
+        assert config.key != plain.model_copy(update={"params": config.params}).key
+        summary = await live_run(
+            store,
+            data,
+            small,
+            config,
+            verifiers={"llm-judge": LLMJudgeVerifier(engine=judge)},
+            engines={"large": large},
+        )
+        assert summary.done == 3 and summary.accuracy == pytest.approx(2 / 3)
+        records = store.live_records(config.key)
+    # item 1: the larger model is scripted wrong too, so the cascade answers 7 there
+    assert [r.answer for r in records] == ["1", "7", "3"]
+    assert [sorted(r.by_model) for r in records] == [
+        ["judge", "scripted"],
+        ["big", "judge", "scripted"],
+        ["big", "judge", "scripted"],
+    ]
+    for record in records:
+        assert record.completion_tokens == sum(
+            u.completion_tokens for u in record.by_model.values()
+        )
+        assert record.prompt_tokens == sum(u.prompt_tokens for u in record.by_model.values())
+        assert record.by_model["scripted"].completion_tokens == 2 * 4  # the probe
+        assert record.by_model["judge"].completion_tokens == 2  # a verdict per probe sample
+    assert records[1].by_model["big"].completion_tokens == 3 * 4
+    assert len(large.requests) == 2 and len(judge.requests) == 3 * 2
+    with RunStore.open_readonly(store.path) as reader:
+        (result,) = reader.live_results()
+        command = live_command(store.path, result)
+    assert command.endswith("--judge-model judge --escalate-model big")
+    with pytest.raises(InvalidRequestError, match="--escalate-engine needs --escalate-model"):
+        make_live_config(store.config, "cascade", escalate_engine="http://x")
 
 
 # --- configs ----------------------------------------------------------------------------------
@@ -441,3 +506,26 @@ def test_live_strategies_on_a_real_run_are_stored_and_resumable(
         assert results[0].config.params["max_thinking_tokens"] == 8
         assert len(store.samples()) == 6  # the run's own samples are untouched
     assert len(rows(run)) == 7
+
+    # A cascade judged by, and escalating to, a second real model: no score reaches 1.5, so
+    # every item is judged and escalated, and each record keeps both models' tokens apart.
+    larger = "qwen2.5-coder-0.5b"
+    cascade = ["bench", "live", str(run), "-s", "cascade", "-p", "probe=1", "-p", "samples=1"]
+    cascade += ["-p", "feature=score", "-p", "threshold=1.5", "--max-tokens", "8", "--json"]
+    escalated = runner.invoke(
+        main, [*cascade, "--judge-model", larger, "--escalate-model", larger, "--limit", "2"]
+    )
+    assert escalated.exit_code == 0, escalated.output
+    assert json.loads(escalated.output)["ran"] == 2
+    with RunStore.open_readonly(run) as store:
+        (config,) = [c for c in store.live_configs() if c.strategy == "cascade"]
+        assert (config.judge_model, config.escalate_model) == (larger, larger)
+        records = store.live_records(config.key)
+    assert [r.item_index for r in records] == [0, 1]
+    for record in records:
+        assert set(record.by_model) == {"smollm2-135m", larger}
+        small, large = record.by_model["smollm2-135m"], record.by_model[larger]
+        assert 0 < small.completion_tokens <= 8 and small.prompt_tokens > 0
+        assert large.prompt_tokens > small.prompt_tokens  # the judge read the solution too
+        assert record.completion_tokens == small.completion_tokens + large.completion_tokens
+        assert json.loads(record.trace)[1]["detail"]["escalate"] is True

@@ -45,7 +45,7 @@ from ponder.planning.pricing import (
     load_prices,
     price_for,
 )
-from ponder.strategies.result import Candidate
+from ponder.strategies.result import Candidate, ModelUsage
 from ponder.verifiers.confidence import group_confidences
 from ponder.verifiers.self_certainty import SelfCertaintyVerifier
 from tests.plan_runs import KINDS, finish_items_in_turn, write_store
@@ -136,11 +136,22 @@ def make_store(path: Path, *, partial: bool = True, **changes: object) -> Path:
     return path
 
 
-def add_live(path: Path, label: str, correct: dict[int, bool]) -> LiveConfig:
-    live = LiveConfig(strategy="verify-refine", params={"rounds": 2}, max_tokens=32, label=label)
+def add_live(
+    path: Path,
+    label: str,
+    correct: dict[int, bool],
+    live: LiveConfig | None = None,
+    by_model: dict[int, dict[str, ModelUsage]] | None = None,
+) -> LiveConfig:
+    """Store a live config's results on the items in `correct`: 40 + item tokens each, or the
+    sum of the models' in `by_model` where it has the item."""
+    live = live or LiveConfig(
+        strategy="verify-refine", params={"rounds": 2}, max_tokens=32, label=label
+    )
     with RunStore.open_for_live(path) as store:
         live = store.ensure_live_config(live)
         for item, ok in correct.items():
+            models = (by_model or {}).get(item, {})
             store.add_live(
                 LiveRecord(
                     config_key=live.key,
@@ -149,13 +160,15 @@ def add_live(path: Path, label: str, correct: dict[int, bool]) -> LiveConfig:
                     correct=ok,
                     score=float(ok),
                     grade_detail=None,
-                    completion_tokens=40 + item,
-                    prompt_tokens=30,
+                    completion_tokens=sum(u.completion_tokens for u in models.values())
+                    or 40 + item,
+                    prompt_tokens=sum(u.prompt_tokens for u in models.values()) or 30,
                     samples=3,
                     latency_s=2.0,
                     stopped_by=None,
                     error=None,
                     trace="[]",
+                    by_model=models,
                 )
             )
     return live
@@ -381,6 +394,55 @@ def test_the_report_holds_every_strategy_at_every_n_and_the_live_results(tmp_pat
     assert "### deepconf-online" in markdown and "| verify-refine rounds=2 | 50.0% [" in markdown
     assert "1 answer group holds samples graded both right and wrong" in markdown
     assert "## Best per budget" in markdown and "## Pareto-optimal points" in markdown
+
+
+def test_a_live_config_that_drew_from_two_models_is_priced_at_each_ones_price(
+    tmp_path: Path,
+) -> None:
+    run = make_store(tmp_path / "run.db")
+    cascade = LiveConfig(
+        strategy="cascade",
+        params={"probe": 2},
+        max_tokens=32,
+        label="cascade escalate=big",
+        escalate_model="big",
+    )
+    usage = {
+        name: ModelUsage(prompt_tokens=p, completion_tokens=c, seconds=1.0)
+        for name, (p, c) in {"tiny-model": (10, 20), "big": (30, 60)}.items()
+    }
+    by_model = {0: {"tiny-model": usage["tiny-model"]}, 1: usage}
+    cascade = add_live(run, cascade.label, {0: True, 1: True}, cascade, by_model)
+    with RunStore.open_readonly(run) as store:
+        (first, second) = store.live_records(cascade.key)
+        assert set(first.by_model) == {"tiny-model"} and set(second.by_model) == {
+            "tiny-model",
+            "big",
+        }
+        assert second.by_model["big"] == ModelUsage(
+            prompt_tokens=30, completion_tokens=60, seconds=1.0
+        )
+    prices = tmp_path / "prices.json"
+    prices.write_text(
+        json.dumps(
+            {
+                "tiny-model": {"input_usd_per_mtok": 1.0, "output_usd_per_mtok": 2.0},
+                "big": {"input_usd_per_mtok": 10.0, "output_usd_per_mtok": 20.0},
+            }
+        )
+    )
+    report = build_report(
+        [run], strategies=["majority"], prices=load_prices(prices), orderings=2, window=WINDOW
+    )
+    (point,) = [row for row in report.rows if row.kind == "live"]
+    small = 10 * 1.0 + 20 * 2.0
+    assert point.cost_usd == pytest.approx((small + small + 30 * 10.0 + 60 * 20.0) / 2 / 1e6)
+    assert point.tokens == 50.0  # both models' tokens, as the strategy spent them
+    assert "--escalate-model big" in render_markdown(report)
+    missing = tmp_path / "one.json"
+    missing.write_text(json.dumps({"tiny-model": {"usd_per_hour": 1.0}}))
+    with pytest.raises(PriceError, match="no entry for model 'big'"):
+        build_report([run], strategies=["majority"], prices=load_prices(missing), orderings=2)
 
 
 def test_two_models_on_the_same_items_make_one_report(tmp_path: Path) -> None:

@@ -328,6 +328,13 @@ async def test_an_unsure_small_model_escalates_and_both_are_counted() -> None:
     assert result.answer == "8" and result.votes == {"8": 2.0, "9": 1.0}
     assert result.model == "big" and result.samples == 5 and len(result.candidates) == 5
     assert result.usage.completion_tokens == sum(c.completion_tokens for c in result.candidates)
+    assert sorted(result.by_model) == ["big", "scripted"]  # each model's share, priced apart
+    assert result.by_model["scripted"].completion_tokens == sum(
+        c.completion_tokens for c in result.candidates[:2]
+    )
+    assert result.by_model["big"].completion_tokens == sum(
+        c.completion_tokens for c in result.candidates[2:]
+    )
     assert result.vote_share == pytest.approx(2 / 3)
     assert [s.step for s in result.trace] == ["probe", "route", "escalate", "vote"]
 

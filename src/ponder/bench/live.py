@@ -39,6 +39,7 @@ from ponder.engines.types import SamplingParams
 from ponder.errors import InvalidRequestError, PonderError
 from ponder.strategies.registry import get_strategy, run_strategy
 from ponder.strategies.result import Result
+from ponder.verifiers.base import Verifier
 
 MAX_ERROR_CHARS = 2000
 """Non-fatal errors stored with a result are cut to this length (a code strategy can collect a
@@ -86,6 +87,9 @@ def make_live_config(
     budget: Budget | None = None,
     max_tokens: int | None = None,
     label: str | None = None,
+    judge_model: str | None = None,
+    escalate_model: str | None = None,
+    escalate_engine: str | None = None,
 ) -> LiveConfig:
     """The config a live run of `strategy` is stored under: parameters validated and completed
     with their defaults (so equal settings get one key however they were written), the run's
@@ -99,6 +103,8 @@ def make_live_config(
     named = label is not None
     if label is not None and not label.strip():
         raise InvalidRequestError("--label must not be empty")
+    if escalate_engine is not None and escalate_model is None:
+        raise InvalidRequestError("--escalate-engine needs --escalate-model (which model)")
     if label is None:
         parts = [chosen.name, *(f"{key}={_show(canonical[key])}" for key in sorted(given))]
         if budget.max_samples is not None:
@@ -107,6 +113,10 @@ def make_live_config(
             parts.append(f"budget_tokens={budget.max_tokens}")
         if max_tokens != run.max_tokens:
             parts.append(f"max_tokens={max_tokens}")
+        if judge_model is not None:
+            parts.append(f"judge={judge_model}")
+        if escalate_model is not None:
+            parts.append(f"escalate={escalate_model}")
         label = " ".join(parts)
     return LiveConfig(
         strategy=chosen.name,
@@ -115,6 +125,9 @@ def make_live_config(
         max_tokens=max_tokens,
         label=label.strip(),
         named=named,
+        judge_model=judge_model,
+        escalate_model=escalate_model,
+        escalate_engine=escalate_engine,
     )
 
 
@@ -194,9 +207,13 @@ async def live_run(
     limit: int | None = None,
     concurrency: int = 1,
     on_result: OnResult | None = None,
+    verifiers: Mapping[str, Verifier] | None = None,
+    engines: Mapping[str, Engine] | None = None,
 ) -> LiveSummary:
     """Run `config`'s strategy on every item (of the first `limit`) the store has no result for,
     up to `concurrency` items at once, grading and storing each result as it finishes.
+    `verifiers` and `engines` are the further models the config names, opened by the caller
+    (as `run_strategy` takes them).
 
     A strategy error (the engine down, a parameter the strategy rejects) stops the run with
     `BenchLiveError`; the items in flight are cancelled and leave nothing behind. A result the
@@ -204,7 +221,7 @@ async def live_run(
     if concurrency < 1:
         raise BenchLiveError(f"concurrency must be at least 1, got {concurrency}")
     config = store.ensure_live_config(config)
-    runner = _LiveRunner(store, dataset, engine, config, on_result)
+    runner = _LiveRunner(store, dataset, engine, config, on_result, verifiers, engines)
     started = time.perf_counter()
     queue = deque(pending_items(store, config, limit))
 
@@ -297,12 +314,16 @@ class _LiveRunner:
         engine: Engine,
         config: LiveConfig,
         on_result: OnResult | None,
+        verifiers: Mapping[str, Verifier] | None,
+        engines: Mapping[str, Engine] | None,
     ) -> None:
         self.store = store
         self.dataset = dataset
         self.engine = engine
         self.config = config
         self.on_result = on_result
+        self.verifiers = verifiers
+        self.engines = engines
         self.ran = 0
         self.failed = 0
         self.first_error: str | None = None
@@ -318,6 +339,8 @@ class _LiveRunner:
                 config.params,
                 budget=config.budget,
                 sampling=live_sampling(self.store.config, config, item_index),
+                verifiers=self.verifiers,
+                engines=self.engines,
             )
         except PonderError as error:
             raise BenchLiveError(
@@ -345,6 +368,7 @@ class _LiveRunner:
             stopped_by=result.stopped_by,
             error=_errors(result),
             trace=_trace_json(result),
+            by_model=result.by_model,
         )
         self.store.add_live(record)
         self.ran += 1

@@ -35,11 +35,12 @@ from ponder import __version__
 from ponder.bench.estimators import bootstrap_ci, expected_max, powers_of_two
 from ponder.bench.machine_time import run_price
 from ponder.bench.replay import NO_TRACES_NOTE, ReplayData, replay
-from ponder.bench.store import LiveResult, RunConfig, RunStore
+from ponder.bench.store import LiveConfig, LiveRecord, LiveResult, RunConfig, RunStore
 from ponder.engines.factory import LOCAL
 from ponder.errors import InvalidRequestError
 from ponder.planning.policy import AutoPolicy
 from ponder.planning.pricing import DEFAULT_USD_PER_HOUR, HourlyPrice, Price, price_for
+from ponder.strategies.result import ModelUsage
 from ponder.verifiers.confidence import group_confidences
 from ponder.verifiers.self_certainty import confidence_score, mean_logprob_score
 
@@ -486,6 +487,12 @@ def live_command(path: Path, result: LiveResult) -> str:
     parts += ["--max-tokens", str(config.max_tokens)]
     if config.named:
         parts += ["--label", config.label]
+    if config.judge_model is not None:
+        parts += ["--judge-model", config.judge_model]
+    if config.escalate_model is not None:
+        parts += ["--escalate-model", config.escalate_model]
+    if config.escalate_engine is not None:
+        parts += ["--escalate-engine", config.escalate_engine]
     return shlex.join(parts)
 
 
@@ -644,7 +651,7 @@ def _build(
                     note=row.note,
                 )
             )
-        rows += _live_rows(run, set(used), price, notes)
+        rows += _live_rows(run, set(used), price, prices, notes)
         planned.append(
             PlannedRun(
                 run.label,
@@ -765,9 +772,16 @@ def _labels(paths: Sequence[Path], stores: Sequence[RunStore]) -> list[str]:
     return [f"{model} ({path.stem})" for model, path in zip(models, paths, strict=True)]
 
 
-def _live_rows(run: _Run, used: set[int], price: Price | None, notes: list[str]) -> list[ReportRow]:
+def _live_rows(
+    run: _Run,
+    used: set[int],
+    price: Price | None,
+    prices: Mapping[str, Price] | None,
+    notes: list[str],
+) -> list[ReportRow]:
     """Each live config as one point over the used items it has done, with a bootstrap interval
-    over those items (a live config that has none of them is left out, and said so)."""
+    over those items (a live config that has none of them is left out, and said so). The run's
+    model is charged at the run's `price`; a judge's or a cascade's further model at its own."""
     rows = []
     for result in run.store.live_results():
         keep = np.isin(result.item_index, sorted(used))
@@ -781,7 +795,7 @@ def _live_rows(run: _Run, used: set[int], price: Price | None, notes: list[str])
         correct = result.correct[keep]
         low, high = bootstrap_ci(correct, resamples=BOOTSTRAP, seed=SEED)
         records = {r.item_index: r for r in run.store.live_records(result.config.key)}
-        prompt = float(np.mean([records[int(i)].prompt_tokens for i in result.item_index[keep]]))
+        kept = [records[int(i)] for i in result.item_index[keep]]
         tokens = float(result.tokens[keep].mean())
         latency = float(result.latency_s[keep].mean())
         done = int(keep.sum())
@@ -797,12 +811,50 @@ def _live_rows(run: _Run, used: set[int], price: Price | None, notes: list[str])
                 tokens=tokens,
                 latency_s=latency,
                 samples=float(result.samples[keep].mean()),
-                cost_usd=None if price is None else price.cost(prompt, tokens, latency),
+                cost_usd=_live_cost(run, result.config, kept, price, prices),
                 items=done,
                 note=None if done == len(used) else f"{done} of the {len(used)} items used",
             )
         )
     return rows
+
+
+def _live_cost(
+    run: _Run,
+    config: LiveConfig,
+    records: Sequence[LiveRecord],
+    price: Price | None,
+    prices: Mapping[str, Price] | None,
+) -> float | None:
+    """The mean cost per item of a live config's `records`: each model's tokens and seconds at
+    its price where the record splits them by model, else everything at the run's `price`
+    (None: a model drawn from has no price)."""
+
+    def price_of(model: str) -> Price | None:
+        if model == run.config.model:
+            return price
+        engine = run.config.engine
+        if model == config.escalate_model and config.escalate_engine is not None:
+            engine = config.escalate_engine
+        return price_for(model, local=engine == LOCAL, prices=prices)
+
+    costs = []
+    for record in records:
+        by_model = record.by_model or {
+            run.config.model: ModelUsage(
+                prompt_tokens=record.prompt_tokens,
+                completion_tokens=record.completion_tokens,
+                seconds=record.latency_s,
+            )
+        }
+        cost = 0.0
+        for model, used in by_model.items():
+            charged = price_of(model)
+            if charged is None:
+                return None
+            cost += charged.cost(used.prompt_tokens, used.completion_tokens, used.seconds)
+        costs.append(cost)
+    return float(np.mean(costs))
 
 
 def _mark_pareto(rows: list[ReportRow]) -> list[ReportRow]:

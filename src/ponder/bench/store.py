@@ -28,7 +28,7 @@ import sqlite3
 import time
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -42,6 +42,7 @@ from ponder.bench.machine_time import MachineTime, measure
 from ponder.budget import Budget
 from ponder.engines.types import FinishReason
 from ponder.errors import InvalidRequestError
+from ponder.strategies.result import ModelUsage
 
 SCHEMA_VERSION = 1
 NO_ANSWER = -1
@@ -114,6 +115,16 @@ CREATE TABLE IF NOT EXISTS live (
     trace TEXT NOT NULL,
     created_at REAL NOT NULL,
     PRIMARY KEY (config_key, item_index)
+);
+CREATE TABLE IF NOT EXISTS live_usage (
+    config_key TEXT NOT NULL,
+    item_index INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    seconds REAL NOT NULL,
+    PRIMARY KEY (config_key, item_index, model),
+    FOREIGN KEY (config_key, item_index) REFERENCES live (config_key, item_index)
 );
 """
 
@@ -209,7 +220,11 @@ class LiveConfig(BaseModel):
     `params` holds every parameter of the strategy, defaults included, so `-p n=8` and no `-p`
     (when 8 is the default) are the same config. A label the user chose (`named`) is part of the
     identity, so the same settings can be run again as a separate config (e.g. to see run-to-run
-    variance); a default label only describes the settings and is not."""
+    variance); a default label only describes the settings and is not.
+
+    `judge_model` and `escalate_model` name the further models a strategy draws from (an
+    llm-judge's model, a cascade's larger one), on the run's engine unless `escalate_engine`
+    says where; they enter the identity only when given, so older configs keep their keys."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -219,6 +234,9 @@ class LiveConfig(BaseModel):
     max_tokens: int = Field(ge=1, le=131072)
     label: str = Field(min_length=1)
     named: bool = False
+    judge_model: str | None = None
+    escalate_model: str | None = None
+    escalate_engine: str | None = None
 
     @property
     def key(self) -> str:
@@ -230,6 +248,12 @@ class LiveConfig(BaseModel):
             "max_tokens": self.max_tokens,
             "label": self.label if self.named else None,
         }
+        further = {
+            "judge_model": self.judge_model,
+            "escalate_model": self.escalate_model,
+            "escalate_engine": self.escalate_engine,
+        }
+        identity |= {name: value for name, value in further.items() if value is not None}
         canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -239,7 +263,9 @@ class LiveRecord:
     """One live result: a strategy config's graded answer on one item, and what it cost.
     `completion_tokens` and `samples` count everything the strategy made the engine do (judge
     calls and refinements included); `error` holds what went wrong without failing the item
-    (warnings, candidates whose code did not run); `trace` is the strategy's trace as JSON."""
+    (warnings, candidates whose code did not run); `trace` is the strategy's trace as JSON.
+    `by_model` splits the tokens by the model that spent them (a cascade's or a judge's share),
+    so each is priced at its own price; empty in results stored before it was recorded."""
 
     config_key: str
     item_index: int
@@ -254,6 +280,7 @@ class LiveRecord:
     stopped_by: str | None
     error: str | None
     trace: str
+    by_model: dict[str, ModelUsage] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -596,8 +623,18 @@ class RunStore:
         rows = self._db.execute(
             f"SELECT {', '.join(_LIVE_COLUMNS)} FROM live WHERE config_key = ? ORDER BY item_index",
             (config_key,),
-        )
-        return [_live_record(row) for row in rows]
+        ).fetchall()
+        usage: dict[int, dict[str, ModelUsage]] = {}
+        if self._has_table("live_usage"):  # a store written before it existed has none
+            for item, model, prompt, completion, seconds in self._db.execute(
+                "SELECT item_index, model, prompt_tokens, completion_tokens, seconds "
+                "FROM live_usage WHERE config_key = ?",
+                (config_key,),
+            ):
+                usage.setdefault(item, {})[model] = ModelUsage(
+                    prompt_tokens=prompt, completion_tokens=completion, seconds=seconds
+                )
+        return [_live_record(row, usage.get(row[1], {})) for row in rows]
 
     def live_results(self) -> list[LiveResult]:
         """Every live config that has results, with them as arrays over the items it has done
@@ -649,6 +686,21 @@ class RunStore:
         try:
             with self._transaction():
                 self._db.execute(f"INSERT INTO live ({columns}) VALUES ({marks})", values)
+                self._db.executemany(
+                    "INSERT INTO live_usage (config_key, item_index, model, prompt_tokens, "
+                    "completion_tokens, seconds) VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            record.config_key,
+                            record.item_index,
+                            model,
+                            used.prompt_tokens,
+                            used.completion_tokens,
+                            used.seconds,
+                        )
+                        for model, used in record.by_model.items()
+                    ],
+                )
         except sqlite3.IntegrityError as error:
             if "UNIQUE" in str(error):
                 raise RunStoreError(
@@ -663,11 +715,13 @@ class RunStore:
     # --- internals --------------------------------------------------------------------------------
 
     def _has_live_tables(self) -> bool:
+        return self._has_table("live") and self._has_table("live_configs")
+
+    def _has_table(self, name: str) -> bool:
         found = self._db.execute(
-            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN ('live', "
-            "'live_configs')"
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
         ).fetchone()[0]
-        return bool(found == 2)
+        return bool(found)
 
     def _create_live_tables(self) -> None:
         with self._transaction():
@@ -827,7 +881,7 @@ def _record(row: tuple[Any, ...]) -> SampleRecord:
     )
 
 
-def _live_record(row: tuple[Any, ...]) -> LiveRecord:
+def _live_record(row: tuple[Any, ...], by_model: dict[str, ModelUsage]) -> LiveRecord:
     (
         key,
         i,
@@ -857,6 +911,7 @@ def _live_record(row: tuple[Any, ...]) -> LiveRecord:
         stopped_by=stop,
         error=error,
         trace=trace,
+        by_model=by_model,
     )
 
 

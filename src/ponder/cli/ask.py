@@ -17,7 +17,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ponder.budget import Budget
-from ponder.cli.common import escalate_options, escalation, fail_cleanly, pull_progress
+from ponder.cli.common import (
+    escalate_options,
+    escalation,
+    fail_cleanly,
+    judge_option,
+    open_further,
+    pull_progress,
+)
 from ponder.engines.factory import open_engine
 from ponder.engines.types import SampleDelta, SampleEvent, SampleFinished, SamplingParams
 from ponder.errors import InvalidRequestError
@@ -25,8 +32,6 @@ from ponder.planning.ledger import LedgerEntry
 from ponder.planning.pricing import Price, engine_price, load_prices
 from ponder.strategies.registry import StrategyParams, get_strategy, run_strategy
 from ponder.strategies.result import Result
-from ponder.verifiers.base import Verifier
-from ponder.verifiers.llm_judge import LLMJudgeVerifier
 
 
 @click.command()
@@ -63,11 +68,7 @@ from ponder.verifiers.llm_judge import LLMJudgeVerifier
 @click.option("--top-k", default=0, show_default=True, help="0 disables top-k.")
 @click.option("--seed", default=None, type=int, help="Reproducible sampling (embedded engine).")
 @click.option("--threads", default=None, type=int, help="llama.cpp threads (default: all cores).")
-@click.option(
-    "--judge-model",
-    default=None,
-    help="A second model for llm-judge and verify-refine reviews (e.g. a larger one).",
-)
+@judge_option
 @escalate_options
 @click.option(
     "--budget",
@@ -182,17 +183,14 @@ async def _run(
         with pull_progress(console, quiet) as progress:
             engine = open_engine(engine_spec, model, progress=progress, n_threads=threads)
             await stack.enter_async_context(engine)
-            verifiers: dict[str, Verifier] = {}
-            if plan.judge_model is not None:
-                judge = open_engine(
-                    engine_spec, plan.judge_model, progress=progress, n_threads=threads
-                )
-                await stack.enter_async_context(judge)
-                verifiers["llm-judge"] = LLMJudgeVerifier(engine=judge)
-            engines = {}
-            if plan.escalate is not None:
-                large = open_engine(*plan.escalate, progress=progress, n_threads=threads)
-                engines["large"] = await stack.enter_async_context(large)
+            verifiers, engines = await open_further(
+                stack,
+                engine_spec,
+                plan.judge_model,
+                plan.escalate,
+                progress=progress,
+                threads=threads,
+            )
         price = engine_price(engine, plan.prices)
         live = None if quiet or not console.is_terminal else _SampleProgress(console, plan)
         with live or nullcontext():

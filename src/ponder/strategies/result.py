@@ -54,6 +54,15 @@ class TraceStep(BaseModel):
     detail: dict[str, Any] = Field(default_factory=dict)
 
 
+class ModelUsage(BaseModel):
+    """What one model did for a result: a cascade's two models, or a judge beside the sampler,
+    are priced apart (each at its own price), so a result keeps each one's share."""
+
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0)
+    seconds: float = Field(default=0.0, ge=0.0, description="wall time its requests ran")
+
+
 class Result(BaseModel):
     """The outcome of one question under one strategy."""
 
@@ -69,6 +78,10 @@ class Result(BaseModel):
         "(a cascade that escalated: the larger model's); the reply's text comes from these",
     )
     usage: Usage
+    by_model: dict[str, ModelUsage] = Field(
+        default_factory=dict,
+        description="`usage` split by the model that spent it, with each one's seconds",
+    )
     latency_s: float
     samples: int = Field(description="engine samples drawn, judge and refinement calls included")
     stopped_by: Limit | None = Field(default=None, description="the budget limit that ended it")

@@ -60,7 +60,7 @@ from ponder.engines.types import (
 )
 from ponder.errors import InvalidRequestError
 from ponder.planning.pricing import Price, engine_price, estimate_prompt_tokens
-from ponder.strategies.result import Candidate, Result, TraceStep
+from ponder.strategies.result import Candidate, ModelUsage, Result, TraceStep
 
 DEADLINE_RESERVE = 0.05
 """Share of a deadline kept for the strategy to answer after sampling stops (voting, grouping
@@ -170,13 +170,24 @@ class _Account:
         self.prompt_pending -= prompt
         self.streaming -= streamed
 
+    def busy(self, now: float) -> float:
+        """Seconds any of this model's requests ran, up to `now`."""
+        return self.busy_s + (now - self.busy_since if self.running else 0.0)
+
+    def model_usage(self, now: float) -> ModelUsage:
+        return ModelUsage(
+            prompt_tokens=self.usage.prompt_tokens,
+            completion_tokens=self.usage.completion_tokens,
+            seconds=self.busy(now),
+        )
+
     def cost(self, seconds: float | None, now: float) -> float | None:
         """Dollars so far; `seconds` billed at an hourly price (None: the seconds this model's
         requests ran)."""
         if self.price is None:
             return None
         if seconds is None:
-            seconds = self.busy_s + (now - self.busy_since if self.running else 0.0)
+            seconds = self.busy(now)
         return self.price.cost(
             self.usage.prompt_tokens + self.prompt_pending,
             self.usage.completion_tokens + self.streaming,
@@ -629,6 +640,9 @@ class Session:
             votes=votes,
             candidates=candidates,
             usage=self.usage,
+            by_model={
+                model: account.model_usage(seconds) for model, account in self._accounts.items()
+            },
             latency_s=seconds,
             cost_usd=cost,
             samples=self.samples,
