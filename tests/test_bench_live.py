@@ -529,3 +529,27 @@ def test_live_strategies_on_a_real_run_are_stored_and_resumable(
         assert large.prompt_tokens > small.prompt_tokens  # the judge read the solution too
         assert record.completion_tokens == small.completion_tokens + large.completion_tokens
         assert json.loads(record.trace)[1]["detail"]["escalate"] is True
+
+
+@pytest.mark.model
+def test_a_real_judge_scores_a_runs_samples_once(
+    runner: CliRunner, sampled_run: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run.db"
+    shutil.copy(sampled_run, run)
+    judge = ["bench", "judge", str(run), "--judge-model", "smollm2-135m", "--samples", "1"]
+    first = runner.invoke(main, [*judge, "--json"])
+    assert first.exit_code == 0, first.output
+    summary = json.loads(first.output)
+    assert (summary["asked"], summary["done"], summary["judged"]) == (3, 3, 3)
+    assert summary["verifier"] == "llm-judge:smollm2-135m"
+    assert 0.0 <= summary["mean_score"] <= 1.0 and summary["mean_seconds"] > 0
+    again = runner.invoke(main, judge)
+    assert again.exit_code == 0, again.output
+    assert "3/3 samples judged" in again.output and " now, in " not in again.output
+    with RunStore.open_readonly(run) as store:
+        stored = store.judgements("llm-judge:smollm2-135m")
+    assert [(j.item_index, j.sample_index) for j in stored] == [(0, 0), (1, 0), (2, 0)]
+    assert all(j.prompt_tokens > 20 and j.completion_tokens == 1 for j in stored)
+    missing = runner.invoke(main, ["bench", "judge", str(tmp_path / "no.db"), "--judge-model", "x"])
+    assert missing.exit_code == 1 and "holds no run" in missing.output

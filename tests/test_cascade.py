@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from ponder.bench.judging import JudgeArrays, judge_key
 from ponder.bench.report import (
     CASCADE,
     CASCADE_ORACLE,
@@ -131,6 +132,49 @@ def test_the_oracle_router_bounds_what_any_router_can_do() -> None:
     assert searched.cost.mean() >= (50 + 1000) / 1e6 > bound.cost.mean()
     with pytest.raises(PlanError, match="fraction of the large model"):
         oracle(table, 0.0)
+
+
+def judged(run: PlanRun, score: np.ndarray, judge: str = "big") -> PlanRun:
+    """`run` with every sample judged by `judge`: `score` each, 100 prompt tokens, 1 generated."""
+    ones = np.ones(np.shape(score))
+    arrays = JudgeArrays(judge_key(judge), score, 100 * ones, ones, 0.1 * ones)
+    return dataclasses.replace(run, judges={arrays.verifier: arrays})
+
+
+def test_a_judges_score_routes_where_the_small_models_own_signals_cannot() -> None:
+    # As in the oracle test, the small model is as sure when wrong as when right; the large
+    # model's judgements tell the two apart, so the fit routes on them, escalates only the
+    # wrong half, and pays for judging every probe (a prompt token at the output price here,
+    # since the price has no input price).
+    sure_wrong = Kind([1, 1, 1, 1], 50, 9.0)
+    small = plan_run(
+        replay_data([SMALL_EASY] * 10 + [sure_wrong] * 10, confidence=False), price=PER_TOKEN
+    )
+    large = plan_run(replay_data([LARGE] * 20), model="big", price=PER_TOKEN)
+    right = np.asarray(small.data.correct, dtype=np.float64)
+    policy = fit_cascade(judged(small, right), large, target=0.95, orderings=10)
+    assert (policy.feature, policy.probe, policy.samples) == ("score", 1, 1)
+    assert policy.expected.accuracy == 1.0 and policy.expected.escalated == pytest.approx(0.5)
+    assert policy.expected.cost == pytest.approx((50 + 101 + 0.5 * 1000) / 1e6)
+    table = cascade_table(judged(small, right), large, orderings=10)
+    assert table.features == ("share", "confidence", "score")
+    every = np.ones(table.rows, dtype=bool)
+    outcome = play(table, policy, every)
+    assert outcome.correct.all() and outcome.cost is not None
+    assert outcome.cost.mean() == pytest.approx(policy.expected.cost)
+    # The judge's score is the mean over the probe samples holding its answer.
+    two = table.small.score
+    assert two is not None and set(np.unique(two[2])) <= {0.0, 1.0}
+    # Judgements by another model, or none, leave the feature out; a policy needing it fails.
+    other = cascade_table(judged(small, right, judge="someone"), large, orderings=2)
+    assert other.features == ("share", "confidence")
+    with pytest.raises(PlanError, match="judged none of the small run's samples"):
+        play(other, policy, np.ones(other.rows, dtype=bool))
+    unpriced = cascade_table(
+        judged(dataclasses.replace(small, price=None), right), large, orderings=2
+    )
+    assert unpriced.cost_unit == "tokens" and unpriced.small.judging is not None
+    assert np.all(unpriced.small.judging[1] == 1)  # one generated token per judgement
 
 
 def test_the_search_answers_by_the_weighted_vote_where_only_it_reaches_the_target() -> None:
@@ -427,6 +471,39 @@ async def test_a_policy_file_sets_the_rule(tmp_path: Path) -> None:
     ]
     assert result.answer == "8"
     assert any("fitted with 'tiny' as the small model" in w for w in result.warnings)
+
+
+async def test_a_policy_fitted_on_a_judge_routes_on_that_judges_score(tmp_path: Path) -> None:
+    sure_wrong = Kind([1, 1, 1, 1], 50, 9.0)
+    small_run = plan_run(
+        replay_data([SMALL_EASY] * 10 + [sure_wrong] * 10, confidence=False), price=PER_TOKEN
+    )
+    large_run = plan_run(replay_data([LARGE] * 20), model="big", price=PER_TOKEN)
+    right = np.asarray(small_run.data.correct, dtype=np.float64)
+    path = tmp_path / "judged.json"
+    save_policy(fit_cascade(judged(small_run, right), large_run, orderings=5), path)
+    assert load_cascade_policy(path).feature == "score"
+    for verdict, escalated in (("No", True), ("Yes", False)):
+        small, large = engines([boxed("1")], [boxed("8")])
+        judge = ScriptedEngine([verdict])
+        judge.model = "big"
+        result = await run_strategy(
+            "cascade",
+            small,
+            "Q?",
+            {"policy": str(path)},
+            engines={"large": large},
+            verifiers={"llm-judge": LLMJudgeVerifier(engine=judge)},
+        )
+        assert bool(large.requests) is escalated and len(judge.requests) == 1
+        assert result.answer == ("8" if escalated else "1")
+        assert not any("judges here" in w for w in result.warnings)
+    # Judged by the small model itself (no --judge-model), it warns.
+    small, large = engines([boxed("1"), "Yes"], [boxed("8")])
+    result = await run_strategy(
+        "cascade", small, "Q?", {"policy": str(path)}, engines={"large": large}
+    )
+    assert any("fitted on 'big''s judgements; 'scripted' judges here" in w for w in result.warnings)
 
 
 async def test_bad_set_ups_are_clear_errors(tmp_path: Path) -> None:

@@ -182,6 +182,21 @@ def test_weighted_paths_vote_by_score_beside_the_majority() -> None:
         majority_paths(data, orderings=5, weight="verifier")
 
 
+def test_leader_sums_add_up_a_value_over_the_samples_holding_the_majoritys_answer() -> None:
+    data = replay_data(mix())
+    shape = np.shape(data.correct)
+    right = np.asarray(data.correct, dtype=np.float64)
+    paths = majority_paths(
+        data, orderings=30, seed=5, leader_sums={"one": np.ones(shape), "right": right}
+    )
+    # Summing 1 counts the leader's samples; summing "is right" counts them where it is right.
+    assert np.array_equal(paths.leader_sums["one"], paths.votes.astype(np.float64))
+    assert np.array_equal(paths.leader_sums["right"], paths.votes * paths.correct)
+    assert paths.leader_sums["one"].shape == (paths.depth, paths.rows)
+    with pytest.raises(InvalidRequestError, match="leader sum 'bad' must have shape"):
+        majority_paths(data, orderings=2, leader_sums={"bad": np.ones((1, 1))})
+
+
 def test_weighted_paths_agree_with_the_reports_weighted_vote() -> None:
     data = replay_data(mix())
     rng = np.random.default_rng(0)

@@ -10,10 +10,11 @@ refitted, cross-fitted, at the token cost of self-consistency with N samples for
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from ponder.bench.estimators import powers_of_two
+from ponder.bench.judging import JudgeArrays
 from ponder.bench.replay import ReplayData
 from ponder.bench.report import (
     AUTO,
@@ -53,10 +54,11 @@ class PlannedRun:
     data: ReplayData
     prompt_tokens: float | None
     price: Price | None
+    judges: Mapping[str, JudgeArrays] = field(default_factory=dict)
 
     def plan_run(self) -> PlanRun:
         source = RunSource.of(self.path, self.config, self.item_ids)
-        return PlanRun(self.data, source, self.prompt_tokens, self.price)
+        return PlanRun(self.data, source, self.prompt_tokens, self.price, self.judges)
 
 
 def _row(
@@ -159,10 +161,12 @@ def cascade_rows(
     table = cascade_table(small.plan_run(), large.plan_run(), orderings=orderings, seed=seed)
     outcome, escalated = cross_fit_cascade(table, target=target, folds=folds, seed=seed)
     priced = table.cost_unit == "usd"  # else its per-row costs are tokens, not dollars
+    routes = ", ".join(table.features).replace("score", f"{large.label}'s judge score")
     note = (
-        f"{small.label} first, {large.label} when unsure; {escalated:.0%} escalated; "
-        f"cross-fitted ({folds} folds over items) to {target:.0%} of {large.label}'s best "
-        f"accuracy at least {'cost' if table.cost_unit == 'usd' else 'tokens'}"
+        f"{small.label} first, {large.label} when unsure (routing on {routes}); "
+        f"{escalated:.0%} escalated; cross-fitted ({folds} folds over items) to {target:.0%} "
+        f"of {large.label}'s best accuracy at least "
+        f"{'cost' if table.cost_unit == 'usd' else 'tokens'}"
     )
     rows = [_row(large, CASCADE, None, outcome, note, seed=seed, priced=priced)]
     bound, k, m = oracle(table, target)

@@ -50,8 +50,8 @@ Samples without an answer never vote and cannot be picked, but their tokens and 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
@@ -307,6 +307,10 @@ class MajorityPaths:
     latency: Float32Array
     confidence: Float32Array
     weighted: BoolArray | None = None
+    leader_sums: Mapping[str, FloatArray] = field(default_factory=dict)
+    """For each per-sample value asked for (`majority_paths(leader_sums=...)`), `[k, m]` is its
+    sum over the first k + 1 samples that hold the majority's answer (e.g. a judge's scores of
+    those samples, or what judging them cost)."""
 
     @property
     def depth(self) -> int:
@@ -324,11 +328,13 @@ def majority_paths(
     seed: int = 0,
     depth: int | None = None,
     weight: str | None = None,
+    leader_sums: Mapping[str, npt.ArrayLike] | None = None,
 ) -> MajorityPaths:
     """The running majority vote of the first `depth` (default: all S) samples of `orderings`
     seeded random orderings of every item (see `MajorityPaths`), and beside it the running vote
-    weighted by the verifier scores named `weight`, if given. Memory is about 15 bytes per
-    (position, row) cell."""
+    weighted by the verifier scores named `weight`, if given, and the running sum of each of
+    `leader_sums` ([items, S] per-sample values) over the samples holding the majority's answer.
+    Memory is about 15 bytes per (position, row) cell, and 8 more per leader sum."""
     if orderings < 1:
         raise InvalidRequestError(f"orderings must be at least 1, got {orderings}")
     depth = data.samples if depth is None else depth
@@ -343,7 +349,16 @@ def majority_paths(
     arrays = _Arrays.of(data)
     rng = np.random.default_rng(seed)
     block = max(1, CHUNK_ELEMENTS // (data.items * data.samples))
-    names = ("correct", "votes", "tokens", "latency", "confidence", "weighted")
+    sums = {
+        name: np.asarray(values, dtype=np.float64) for name, values in (leader_sums or {}).items()
+    }
+    for name, values in sums.items():
+        if values.shape != (data.items, data.samples):
+            raise InvalidRequestError(
+                f"leader sum {name!r} must have shape [{data.items}, {data.samples}], got "
+                f"{list(values.shape)}"
+            )
+    names = ("correct", "votes", "tokens", "latency", "confidence", "weighted", *sums)
     parts: dict[str, list[npt.NDArray[np.generic]]] = {name: [] for name in names}
     for start in range(0, orderings, block):
         draws = _Draws.shuffled(arrays, min(block, orderings - start), rng)
@@ -351,10 +366,17 @@ def majority_paths(
         ones = np.ones(draws.rows)
         correct = np.empty((depth, draws.rows), dtype=bool)
         votes = np.empty((depth, draws.rows), dtype=np.int16)
+        tallies = {name: _Vote(draws.rows, draws.groups, draws.samples + 1) for name in sums}
+        drawn_sums = {name: draws.take(values) for name, values in sums.items()}
+        held = {name: np.empty((depth, draws.rows)) for name in sums}
+        row_base = np.arange(draws.rows) * (draws.groups + 1)
         for k in range(depth):
             vote.add(draws, k, ones, draws.answered[k])
             correct[k] = draws.group_correct(vote.leader)
             votes[k] = vote.lead_weight
+            for name, tally in tallies.items():
+                tally.add(draws, k, drawn_sums[name][k], draws.answered[k])
+                held[name][k] = tally.weight[row_base + vote.leader]
         weighted = np.zeros((0, draws.rows), dtype=bool)
         if weight is not None:
             scores = draws.take(arrays.scores[weight])
@@ -367,9 +389,10 @@ def majority_paths(
             draws.latency[:depth],
             draws.confidence[:depth],
             weighted,
+            *held.values(),
         )
-        for name, values in zip(names, drawn, strict=True):
-            parts[name].append(values)
+        for name, part in zip(names, drawn, strict=True):
+            parts[name].append(part)
     joined = {name: np.concatenate(parts[name], axis=1) for name in names}
     return MajorityPaths(
         items=data.items,
@@ -381,6 +404,7 @@ def majority_paths(
         latency=joined["latency"].astype(np.float32, copy=False),
         confidence=joined["confidence"].astype(np.float32, copy=False),
         weighted=None if weight is None else joined["weighted"].astype(bool, copy=False),
+        leader_sums={name: joined[name].astype(np.float64, copy=False) for name in sums},
     )
 
 

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ponder import __version__
 from ponder.bench.estimators import bootstrap_ci, expected_max, powers_of_two
+from ponder.bench.judging import judge_arrays
 from ponder.bench.machine_time import run_price
 from ponder.bench.replay import NO_TRACES_NOTE, ReplayData, replay
 from ponder.bench.store import LiveConfig, LiveRecord, LiveResult, RunConfig, RunStore
@@ -661,6 +662,7 @@ def _build(
                 loaded.data,
                 loaded.prompt_tokens,
                 price,
+                judge_arrays(run.store, used),
             )
         )
         stored, _ = run.store.tally()

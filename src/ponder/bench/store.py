@@ -126,6 +126,18 @@ CREATE TABLE IF NOT EXISTS live_usage (
     PRIMARY KEY (config_key, item_index, model),
     FOREIGN KEY (config_key, item_index) REFERENCES live (config_key, item_index)
 );
+CREATE TABLE IF NOT EXISTS judgements (
+    item_index INTEGER NOT NULL,
+    sample_index INTEGER NOT NULL,
+    verifier TEXT NOT NULL,
+    score REAL NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    seconds REAL NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (item_index, sample_index, verifier),
+    FOREIGN KEY (item_index, sample_index) REFERENCES samples (item_index, sample_index)
+);
 """
 
 
@@ -281,6 +293,21 @@ class LiveRecord:
     error: str | None
     trace: str
     by_model: dict[str, ModelUsage] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A verifier's score of one stored sample (`ponder bench judge`), and what judging it took:
+    the judge's prompt and generated tokens and its seconds."""
+
+    item_index: int
+    sample_index: int
+    verifier: str
+    """The verifier and its model, e.g. "llm-judge:qwen2.5-coder-1.5b"."""
+    score: float
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -661,6 +688,59 @@ class RunStore:
                 )
             )
         return results
+
+    def judged(self, verifier: str) -> set[tuple[int, int]]:
+        """The (item, sample) pairs `verifier` has a stored score for."""
+        if not self._has_table("judgements"):
+            return set()
+        rows = self._db.execute(
+            "SELECT item_index, sample_index FROM judgements WHERE verifier = ?", (verifier,)
+        )
+        return {(item, sample) for item, sample in rows}
+
+    def judgements(self, verifier: str) -> list[Judgement]:
+        """`verifier`'s stored scores, by item and sample."""
+        if not self._has_table("judgements"):
+            return []
+        rows = self._db.execute(
+            "SELECT item_index, sample_index, verifier, score, prompt_tokens, completion_tokens, "
+            "seconds FROM judgements WHERE verifier = ? ORDER BY item_index, sample_index",
+            (verifier,),
+        )
+        return [Judgement(*row) for row in rows]
+
+    def verifiers_judged(self) -> list[str]:
+        """The verifiers with stored scores, by name."""
+        if not self._has_table("judgements"):
+            return []
+        rows = self._db.execute("SELECT DISTINCT verifier FROM judgements ORDER BY verifier")
+        return [name for (name,) in rows]
+
+    def add_judgement(self, judgement: Judgement) -> None:
+        """Store one score in its own transaction; a second score of the same sample by the
+        same verifier is refused."""
+        try:
+            with self._transaction():
+                self._db.execute(
+                    "INSERT INTO judgements (item_index, sample_index, verifier, score, "
+                    "prompt_tokens, completion_tokens, seconds, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        judgement.item_index,
+                        judgement.sample_index,
+                        judgement.verifier,
+                        judgement.score,
+                        judgement.prompt_tokens,
+                        judgement.completion_tokens,
+                        judgement.seconds,
+                        time.time(),
+                    ),
+                )
+        except sqlite3.IntegrityError as error:
+            raise RunStoreError(
+                f"sample {judgement.sample_index} of item {judgement.item_index} is already "
+                f"judged by {judgement.verifier} in {self.path}, or is not stored: {error}"
+            ) from error
 
     def add_live(self, record: LiveRecord) -> None:
         """Store one live result in its own transaction: once this returns, it survives a kill.

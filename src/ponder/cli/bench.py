@@ -36,6 +36,7 @@ from ponder.bench.datasets import (
     parse_dataset,
 )
 from ponder.bench.items import CHECKERS, CheckerName, DatasetSpec, JsonlFields
+from ponder.bench.judging import JudgeSummary, judge_run
 from ponder.bench.live import (
     LiveSummary,
     live_run,
@@ -707,6 +708,87 @@ def _live_report(run_file: Path, run: RunConfig, summary: LiveSummary) -> None:
             "command again to run them",
             err=True,
         )
+
+
+@bench.command("judge")
+@click.argument("run_file", metavar="RUN", type=click.Path(path_type=Path))
+@click.option(
+    "--judge-model",
+    required=True,
+    help="The model that judges (e.g. a larger one), on the run's engine.",
+)
+@click.option("--samples", type=int, default=None, help="Only each item's first K samples.")
+@click.option("--limit", type=int, default=None, help="Only the first K items of the run.")
+@click.option("--threads", type=int, default=None, help="llama.cpp threads (default: all cores).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def judge(
+    run_file: Path,
+    judge_model: str,
+    samples: int | None,
+    limit: int | None,
+    threads: int | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Have --judge-model judge the stored samples of the run file RUN (llm-judge: P(yes) that
+    a solution is correct) and store each score beside its sample with the judge's tokens and
+    seconds, so `ponder plan fit-cascade` can fit a threshold on the judge's score
+    (feature=score) and price the judging. Interrupted, the same command continues."""
+    console = Console(stderr=True)
+    with fail_cleanly():
+        stored = RunStore.stored_config(run_file)
+        if stored is None:
+            raise InvalidRequestError(f"{run_file} holds no run; `ponder bench run` makes one")
+        with RunStore.open_for_live(run_file) as store:
+            summary = asyncio.run(
+                _judge(store, judge_model, samples, limit, threads, console, quiet or as_json)
+            )
+    if as_json:
+        click.echo(json.dumps({"run": str(run_file), **summary.model_dump()}))
+        return
+    click.echo(
+        f"{run_file}: {summary.verifier}: {summary.done}/{summary.asked} samples judged"
+        + (f" ({summary.judged} now, in {summary.elapsed_s:.1f} s)" if summary.judged else "")
+    )
+    if summary.mean_score is not None:
+        click.echo(
+            f"mean score {summary.mean_score:.3f} · {summary.mean_seconds:.2f} s per judgement"
+        )
+
+
+async def _judge(
+    store: RunStore,
+    judge_model: str,
+    samples: int | None,
+    limit: int | None,
+    threads: int | None,
+    console: Console,
+    quiet: bool,
+) -> JudgeSummary:
+    with pull_progress(console, quiet) as progress:
+        engine = open_engine(store.config.engine, judge_model, progress=progress, n_threads=threads)
+    async with engine:
+        bar = (
+            None
+            if quiet or not console.is_terminal
+            else Progress(
+                TextColumn("judging"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=console,
+            )
+        )
+        with bar or nullcontext():
+            task = None if bar is None else bar.add_task("judging", total=None)
+            return await judge_run(
+                store,
+                engine,
+                samples=samples,
+                limit=limit,
+                on_judged=None if bar is None or task is None else lambda _: bar.advance(task),
+            )
 
 
 @bench.command("report")

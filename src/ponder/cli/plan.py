@@ -252,7 +252,9 @@ def fit_cascade_command(
     """Fit the cascade from the small model's run SMALL to the large model's run LARGE (the
     same dataset; their shared complete items are used): the probe size, the confidence
     feature and threshold, and the large model's samples, at the least cost that reaches
-    --target of the large model's accuracy."""
+    --target of the large model's accuracy. Where the large model judged every sample of SMALL
+    (`ponder bench judge SMALL --judge-model LARGE`), its judge score is a feature too, and
+    the judging is paid for."""
     with fail_cleanly():
         table = None if prices is None else load_prices(prices)
         first = load_run(small, window=window, prices=table)

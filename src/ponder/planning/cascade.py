@@ -3,6 +3,12 @@ answers first with a probe of k samples; when the probe is not confident enough 
 or its DeepConf confidence, below a threshold) the question goes to the large model, whose vote
 of m samples answers instead. Both models' costs count on an escalated question.
 
+Where the small run's samples were judged by the large model (`ponder bench judge`), the
+feature can also be the judge's mean score of the probe samples holding the probe's answer
+(`score`), and judging them is paid on every question. A judge call is mostly prompt reading; a
+price without an input price (a local model priced by the machine time of its generated tokens)
+charges its prompt tokens at the output price, which overstates a prompt token's machine time.
+
 The fit searches k, m, the feature, the threshold and the vote (a plain majority, or weighted by
 each sample's geometric-mean token probability where both runs have logprobs; the reference is
 always the large model's plain majority) over two runs that share items (replayed
@@ -25,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ponder.bench.estimators import powers_of_two
+from ponder.bench.judging import JudgeArrays, judge_key
 from ponder.bench.replay import ReplayData, majority_paths
 from ponder.planning.outcomes import (
     DEFAULT_FOLDS,
@@ -43,6 +50,7 @@ from ponder.planning.policy import (
     Provenance,
     Vote,
 )
+from ponder.planning.pricing import Price
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -66,6 +74,23 @@ class _Side:
     cost: dict[int, FloatArray]
     share: dict[int, FloatArray]
     confidence: dict[int, FloatArray]
+    score: dict[int, FloatArray] | None = None
+    """The judge's mean score of the probe samples holding its answer (NaN: none answered)."""
+    judging: dict[int, FloatArray] | None = None
+    """What judging those samples cost, in the table's cost unit."""
+
+    def feature(self, name: CascadeFeature, n: int) -> FloatArray:
+        if name == "score":
+            assert self.score is not None
+            return self.score[n]
+        return (self.share if name == "share" else self.confidence)[n]
+
+    def probe_cost(self, feature: CascadeFeature, n: int) -> FloatArray:
+        """The probe's cost, judging included when the feature is the judge's score."""
+        if feature == "score":
+            assert self.judging is not None
+            return self.cost[n] + self.judging[n]
+        return self.cost[n]
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,6 +102,7 @@ class CascadeTable:
     small: _Side
     large: _Side
     cost_unit: Literal["usd", "tokens"]
+    large_model: str = ""
 
     @property
     def rows(self) -> int:
@@ -86,6 +112,11 @@ class CascadeTable:
     def votes(self) -> list[Vote]:
         """The votes both runs allow."""
         return [v for v in self.small.correct if v in self.large.correct]
+
+    @property
+    def features(self) -> tuple[CascadeFeature, ...]:
+        """The features the small run allows: the judge's score where it was judged."""
+        return (*FEATURES, "score") if self.small.score is not None else FEATURES
 
     def best_large(self, rows: BoolArray) -> tuple[int, float, float]:
         """The large model's self-consistency (plain majority) at its best N on `rows`: (N,
@@ -99,10 +130,22 @@ class CascadeTable:
         return -minus_n, accuracy, cost
 
 
-def _side(run: PlanRun, orderings: int, seed: int, priced: bool) -> _Side:
+def _side(
+    run: PlanRun,
+    orderings: int,
+    seed: int,
+    priced: bool,
+    judge: JudgeArrays | None = None,
+    judge_price: Price | None = None,
+) -> _Side:
     weighted = MEAN_LOGPROB in run.data.scores
+    sums = {} if judge is None else {"score": judge.score, "judging": _judging(judge, judge_price)}
     paths = majority_paths(
-        run.data, orderings=orderings, seed=seed, weight=MEAN_LOGPROB if weighted else None
+        run.data,
+        orderings=orderings,
+        seed=seed,
+        weight=MEAN_LOGPROB if weighted else None,
+        leader_sums=sums,
     )
     spent = np.cumsum(paths.tokens, axis=0, dtype=np.float64)
     sizes = tuple(powers_of_two(paths.depth))
@@ -110,7 +153,14 @@ def _side(run: PlanRun, orderings: int, seed: int, priced: bool) -> _Side:
     if paths.weighted is not None:
         correct[MEAN_LOGPROB] = {}
     tokens, latency, cost, share, confidence = {}, {}, {}, {}, {}
+    score: dict[int, FloatArray] = {}
+    judging: dict[int, FloatArray] = {}
     for n in sizes:
+        if judge is not None:
+            held = paths.votes[n - 1].astype(np.float64)
+            score[n] = np.full(held.shape, np.nan)
+            np.divide(paths.leader_sums["score"][n - 1], held, out=score[n], where=held > 0)
+            judging[n] = paths.leader_sums["judging"][n - 1]
         correct["majority"][n] = paths.correct[n - 1]
         if paths.weighted is not None:
             correct[MEAN_LOGPROB][n] = paths.weighted[n - 1]
@@ -120,7 +170,30 @@ def _side(run: PlanRun, orderings: int, seed: int, priced: bool) -> _Side:
         cost[n] = priced_cost if priced and priced_cost is not None else tokens[n]
         share[n] = paths.votes[n - 1] / n
         confidence[n] = mean_confidence(paths.confidence[:n])
-    return _Side(sizes, correct, tokens, latency, cost, share, confidence)
+    return _Side(
+        sizes,
+        correct,
+        tokens,
+        latency,
+        cost,
+        share,
+        confidence,
+        score if judge is not None else None,
+        judging if judge is not None else None,
+    )
+
+
+def _judging(judge: JudgeArrays, price: Price | None) -> FloatArray:
+    """Each judgement's cost: at `price` (a prompt token at the output price where the price
+    has no input price), or its generated tokens when unpriced (the table counts tokens)."""
+    if price is None:
+        return judge.completion_tokens
+    per_input = price.cost(1.0, 0.0, 0.0) or price.cost(0.0, 1.0, 0.0)
+    return (
+        judge.prompt_tokens * per_input
+        + judge.completion_tokens * price.cost(0.0, 1.0, 0.0)
+        + judge.seconds * price.cost(0.0, 0.0, 1.0)
+    )
 
 
 def cascade_table(
@@ -128,19 +201,22 @@ def cascade_table(
 ) -> CascadeTable:
     """The two runs replayed on their shared items (each run's data must hold the same items in
     the same order: see `shared_items`). Costs are in dollars when both runs are priced, else in
-    tokens."""
+    tokens. Where the large model judged the small run's samples, the judge's score is a
+    feature too."""
     if small.data.items != large.data.items:
         raise PlanError(
             f"the runs must hold the same items in the same order: {small.data.items} and "
             f"{large.data.items} items"
         )
     priced = small.price is not None and large.price is not None
+    judge = small.judges.get(judge_key(large.source.model))
     return CascadeTable(
         items=small.data.items,
         item=np.tile(np.arange(small.data.items, dtype=np.intp), orderings),
-        small=_side(small, orderings, seed, priced),
+        small=_side(small, orderings, seed, priced, judge, large.price if priced else None),
         large=_side(large, orderings, seed + 1, priced),
         cost_unit="usd" if priced else "tokens",
+        large_model=large.source.model,
     )
 
 
@@ -182,10 +258,10 @@ def search(table: CascadeTable, rows: BoolArray, target: float) -> tuple[Choice,
     count = int(rows.sum())
     for vote, k in product(table.votes, table.small.sizes):
         small_ok = table.small.correct[vote][k][rows].astype(np.float64)
-        small_cost = table.small.cost[k][rows]
-        for feature in FEATURES:
-            values = (table.small.share if feature == "share" else table.small.confidence)[k][rows]
-            values = np.where(np.isnan(values), -np.inf, values)  # no confidence: escalate
+        for feature in table.features:
+            small_cost = table.small.probe_cost(feature, k)[rows]
+            values = table.small.feature(feature, k)[rows]
+            values = np.where(np.isnan(values), -np.inf, values)  # no value: escalate
             order = np.argsort(values, kind="stable")
             ordered = values[order]
             cuts, thresholds = _cuts(ordered)
@@ -333,11 +409,15 @@ def play(table: CascadeTable, choice: Choice | CascadePolicy, rows: BoolArray) -
         )
     if vote not in table.votes:
         raise PlanError(f"the cascade answers by a {vote} vote; the runs have no logprobs for it")
-    source = table.small.share if choice.feature == "share" else table.small.confidence
-    values = source[k][rows]
+    if choice.feature not in table.features:
+        raise PlanError(
+            f"the cascade routes on the judge's score, and {table.large_model!r} judged none "
+            "of the small run's samples (`ponder bench judge SMALL --judge-model LARGE`)"
+        )
+    values = table.small.feature(choice.feature, k)[rows]
     escalate = np.isnan(values) | (values < choice.threshold)
     small, large = table.small, table.large
-    cost = small.cost[k][rows] + np.where(escalate, large.cost[m][rows], 0.0)
+    cost = small.probe_cost(choice.feature, k)[rows] + np.where(escalate, large.cost[m][rows], 0.0)
     return Outcome(
         item=table.item[rows],
         items=table.items,
@@ -429,5 +509,9 @@ def reduce_to(run: PlanRun, rows: Sequence[int]) -> PlanRun:
     )
     items = [run.source.items[i] for i in index] if run.source.items else []
     return PlanRun(
-        reduced, run.source.model_copy(update={"items": items}), run.prompt_tokens, run.price
+        reduced,
+        run.source.model_copy(update={"items": items}),
+        run.prompt_tokens,
+        run.price,
+        {name: judge.take(rows) for name, judge in run.judges.items()},
     )

@@ -10,13 +10,14 @@ latency, and rounds add up (the probe, then the samples up to each reread, then 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
 from ponder.bench.estimators import bootstrap_ci, powers_of_two
+from ponder.bench.judging import JudgeArrays
 from ponder.bench.replay import MajorityPaths, ReplayData
 from ponder.errors import InvalidRequestError
 from ponder.planning.policy import Feature, RunSource
@@ -38,12 +39,15 @@ class PlanError(InvalidRequestError):
 @dataclass(frozen=True, eq=False)
 class PlanRun:
     """One run as planners see it: its complete items as replay arrays, what it is, and what
-    it costs (`price` None: unpriced; `prompt_tokens` None: not recorded)."""
+    it costs (`price` None: unpriced; `prompt_tokens` None: not recorded), and the judges that
+    scored its samples."""
 
     data: ReplayData
     source: RunSource
     prompt_tokens: float | None = None
     price: Price | None = None
+    judges: Mapping[str, JudgeArrays] = field(default_factory=dict)
+    """Judges that scored every sample (`ponder bench judge`), by verifier name."""
 
 
 def mean_confidence(confidence: npt.ArrayLike) -> FloatArray:

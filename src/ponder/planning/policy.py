@@ -12,7 +12,6 @@ as the run was sampled); ``length`` their mean completion tokens.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import resources
@@ -38,7 +37,7 @@ DEFAULT_POLICY = "default_policy.json"
 
 Feature = Literal["confidence", "length"]
 Vote = Literal["majority", "mean-logprob"]
-CascadeFeature = Literal["share", "confidence"]
+CascadeFeature = Literal["share", "confidence", "score"]
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
 
@@ -409,7 +408,8 @@ class CascadeExpected(BaseModel):
 class CascadePolicy(BaseModel):
     """Small model first: `probe` samples; answer with their vote when the feature is at least
     `threshold`, else ask the large model for `samples` and answer with their vote (a plain
-    majority, or weighted by each sample's geometric-mean token probability)."""
+    majority, or weighted by each sample's geometric-mean token probability). The feature
+    `score` is the large model's llm-judge score, as it was fitted."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -428,12 +428,6 @@ class CascadePolicy(BaseModel):
     cost_unit: Literal["usd", "tokens"]
     expected: CascadeExpected
     fitted_on: Provenance
-
-    def escalates(self, share: float, confidence: float) -> bool:
-        """Whether a probe with this vote share and confidence goes to the large model (a
-        missing confidence always does)."""
-        value = share if self.feature == "share" else confidence
-        return bool(math.isnan(value) or value < self.threshold)
 
 
 Policy = AutoPolicy | CascadePolicy

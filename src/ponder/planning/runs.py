@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ponder.bench.judging import judge_arrays
 from ponder.bench.machine_time import run_price
 from ponder.bench.report import complete_items, replay_data
 from ponder.bench.store import RunStore
@@ -36,9 +37,11 @@ def load_run(path: Path, *, window: int = 16, prices: Mapping[str, Price] | None
         price = run_price(
             store, price_for(config.model, local=config.engine == LOCAL, prices=prices)
         ).price
+        judges = judge_arrays(store, used)
     return PlanRun(
         data,
         RunSource.of(path, config, [ids[i] for i in used]),
         float(np.mean(known)) if known else None,
         price,
+        judges,
     )

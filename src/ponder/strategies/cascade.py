@@ -6,7 +6,8 @@ larger model as `llm-judge`) reaches the threshold, their vote answers; otherwis
 (`engines={"large": ...}`) draws m samples and their vote answers: a plain majority, or each
 answer collecting its samples' geometric-mean token probabilities. Thresholds, k, m and the vote
 come from `ponder plan fit-cascade` (a policy file) or are given directly; a verifier's threshold
-is given directly, since stored runs hold no judge's scores to fit it on.
+is fitted like the others where the large model judged the small run's samples (`ponder bench
+judge`); a policy fitted so expects that judge (`--judge-model`, as `llm-judge`'s engine).
 
 Both models' samples go through the session, so usage and the budget count them all once.
 """
@@ -93,6 +94,15 @@ def _rule(session: Session, p: CascadeParams, large_model: str) -> CascadeParams
             session.warnings.append(
                 f"the cascade policy was fitted with {fitted!r} as the {role} model; "
                 f"{used!r} is used"
+            )
+    if policy.feature == "score":
+        judge = session.verifier(p.verifier)
+        engine = getattr(judge, "engine", None) or session.engine
+        if engine.model != policy.large_model:
+            session.warnings.append(
+                f"the cascade policy's threshold was fitted on {policy.large_model!r}'s "
+                f"judgements; {engine.model!r} judges here (give --judge-model "
+                f"{policy.large_model})"
             )
     return p.model_copy(
         update={

@@ -45,6 +45,8 @@ _SCORE_LINE = re.compile(
     re.IGNORECASE,
 )
 _PUNCTUATION = ".,!:;\"'*"
+JUDGE_FAILED = "the judge call failed"
+"""How a score from a failed judge call (a 0, not a verdict) explains itself."""
 
 
 class LLMJudgeVerifier(Verifier):
@@ -106,7 +108,7 @@ class LLMJudgeVerifier(Verifier):
         except BudgetExhausted:
             raise
         except Exception as error:  # the judge failed on this candidate, not the request
-            return Score(value=0.0, explanation=f"the judge call failed: {error}")
+            return Score(value=0.0, explanation=f"{JUDGE_FAILED}: {error}")
 
 
 def read_yes_no(completion: Completion) -> Score:
