@@ -528,7 +528,8 @@ def test_live_strategies_on_a_real_run_are_stored_and_resumable(
         assert 0 < small.completion_tokens <= 8 and small.prompt_tokens > 0
         assert large.prompt_tokens > small.prompt_tokens  # the judge read the solution too
         assert record.completion_tokens == small.completion_tokens + large.completion_tokens
-        assert json.loads(record.trace)[1]["detail"]["escalate"] is True
+        (route,) = [step for step in json.loads(record.trace) if step["step"] == "route"]
+        assert route["detail"]["escalate"] is True
 
 
 @pytest.mark.model
