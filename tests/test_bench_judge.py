@@ -86,8 +86,10 @@ async def test_only_a_judge_of_every_sample_reaches_the_planner(tmp_path: Path) 
         await judge_run(store, judge_engine())
         await judge_run(store, partial, samples=2)
         arrays = judge_arrays(store, [0, 1])
-        assert list(arrays) == ["llm-judge:big"]  # "partial" left samples out
-        (big,) = arrays.values()
+        assert sorted(arrays) == ["llm-judge:big", "llm-judge:partial"]
+        big, partial_scores = arrays["llm-judge:big"], arrays["llm-judge:partial"]
+        assert big.complete and not partial_scores.complete  # "partial" left samples out
+        assert np.isnan(partial_scores.score[:, 2:]).all()
         np.testing.assert_array_equal(big.score, [[1, 1, 0, 0], [0, 0, 1, 1]])
         np.testing.assert_array_equal(big.take([1]).score, [[0, 0, 1, 1]])
         assert judge_arrays(store, [1])["llm-judge:big"].score.shape == (1, SAMPLES)
@@ -98,14 +100,20 @@ async def test_only_a_judge_of_every_sample_reaches_the_planner(tmp_path: Path) 
         tmp_path / "large.db", [Kind([0] * SAMPLES, 500, 9.0)] * 2, model="big", samples=SAMPLES
     )
     per_token = TokenPrice(input_usd_per_mtok=0, output_usd_per_mtok=1)
-    prices = {"tiny": per_token, "big": per_token}
+    prices = {"tiny": per_token, "big": per_token, "partial": per_token}
     small_plan = load_run(path, prices=prices)
     large_plan = load_run(large, prices=prices)
-    assert list(small_plan.judges) == ["llm-judge:big"]
+    assert sorted(small_plan.judges) == ["llm-judge:big", "llm-judge:partial"]
     table = cascade_table(small_plan, large_plan, orderings=4)
     assert table.features == ("share", "confidence", "score")
     policy = fit_cascade(small_plan, large_plan, target=1.0, orderings=20)
     assert policy.feature == "score" and policy.expected.accuracy == 1.0
+    # A judge that left samples out cannot be replayed: its model's cascade has no score.
+    other = write_store(
+        tmp_path / "other.db", [Kind([0] * SAMPLES, 500, 9.0)] * 2, model="partial", samples=4
+    )
+    other_plan = load_run(other, prices=prices)
+    assert cascade_table(small_plan, other_plan, orderings=2).features == ("share", "confidence")
 
 
 async def test_bad_requests_and_a_failing_judge_are_clear(tmp_path: Path) -> None:

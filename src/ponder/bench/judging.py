@@ -43,6 +43,11 @@ class JudgeArrays:
     completion_tokens: FloatArray
     seconds: FloatArray
 
+    @property
+    def complete(self) -> bool:
+        """Whether every sample was judged."""
+        return not bool(np.isnan(self.score).any())
+
     def take(self, rows: Sequence[int]) -> JudgeArrays:
         """The same judge on the items at `rows`."""
         index = np.asarray(rows, dtype=np.intp)
@@ -56,8 +61,8 @@ class JudgeArrays:
 
 
 def judge_arrays(store: RunStore, items: Sequence[int]) -> dict[str, JudgeArrays]:
-    """Every judge that scored all samples of `items`, by verifier name (a judge that left one
-    out is not usable by a replay over random orderings, so it is left out)."""
+    """Every judge's scores of the samples of `items`, by verifier name; NaN where a sample was
+    not judged (a replay over random orderings can use a judge only where it is `complete`)."""
     found: dict[str, JudgeArrays] = {}
     samples = store.config.samples
     position = {item: row for row, item in enumerate(items)}
@@ -72,8 +77,7 @@ def judge_arrays(store: RunStore, items: Sequence[int]) -> dict[str, JudgeArrays
                     j.completion_tokens,
                     j.seconds,
                 )
-        if not np.isnan(values).any():
-            found[verifier] = JudgeArrays(verifier, *values)
+        found[verifier] = JudgeArrays(verifier, *values)
     return found
 
 

@@ -210,6 +210,8 @@ def cascade_table(
         )
     priced = small.price is not None and large.price is not None
     judge = small.judges.get(judge_key(large.source.model))
+    if judge is not None and not judge.complete:
+        judge = None  # random orderings need every sample judged
     return CascadeTable(
         items=small.data.items,
         item=np.tile(np.arange(small.data.items, dtype=np.intp), orderings),
