@@ -164,6 +164,7 @@ def write_store(
     samples: int = SAMPLES,
     ids: Sequence[str] | None = None,
     fingerprint: str = "fp",
+    dataset: str = "gsm8k",
 ) -> Path:
     """The items of `kinds` as a complete run store (the first `samples` samples of each). The
     samples of an item decode together, item after item, each taking `latency` seconds: the
@@ -181,7 +182,7 @@ def write_store(
         for item_id in ids
     )
     config = RunConfig(
-        dataset=DatasetSpec(name="gsm8k"),
+        dataset=DatasetSpec(name=dataset),
         dataset_fingerprint=fingerprint,
         items=len(kinds),
         model=model,

@@ -223,15 +223,18 @@ def test_runs_must_share_items() -> None:
 # --- CLI and report ------------------------------------------------------------------------------
 
 
-def stores(tmp_path: Path, fingerprint: str = "fp") -> tuple[Path, Path]:
+def stores(
+    tmp_path: Path, fingerprint: str = "fp", dataset: str = "gsm8k", items: int = 12
+) -> tuple[Path, Path]:
     small = write_store(tmp_path / "small.db", [SMALL_EASY] * 6 + [SMALL_HARD] * 6, samples=4)
     large = write_store(
         tmp_path / "large.db",
-        [LARGE] * 12,
+        [LARGE] * items,
         samples=4,
         model="big",
         latency=8.0,
         fingerprint=fingerprint,
+        dataset=dataset,
     )
     return small, large
 
@@ -255,12 +258,24 @@ def test_cli_fit_cascade_and_show(tmp_path: Path) -> None:
     assert wrong.exit_code == 1 and "is a cascade policy" in wrong.output
 
 
+def test_cli_fit_cascade_on_runs_of_different_lengths(tmp_path: Path) -> None:
+    # The large run has only the first 8 items (another --limit, so another fingerprint): the
+    # fit uses the items the two runs share.
+    small, large = stores(tmp_path, fingerprint="other", items=8)
+    out = tmp_path / "c.json"
+    result = CliRunner().invoke(
+        main, ["plan", "fit-cascade", str(small), str(large), "--out", str(out), "--orderings", "5"]
+    )
+    assert result.exit_code == 0, result.output
+    assert load_cascade_policy(out).fitted_on.runs[0].items == [f"q{i}" for i in range(8)]
+
+
 def test_cli_fit_cascade_bad_inputs(tmp_path: Path) -> None:
-    small, large = stores(tmp_path, fingerprint="other")
+    small, large = stores(tmp_path, dataset="math")
     result = CliRunner().invoke(
         main, ["plan", "fit-cascade", str(small), str(large), "--out", str(tmp_path / "c.json")]
     )
-    assert result.exit_code == 1 and "over different items" in result.output
+    assert result.exit_code == 1 and "over different datasets (gsm8k and math)" in result.output
     disjoint = write_store(
         tmp_path / "disjoint.db", [LARGE] * 2, samples=4, model="big", ids=["x", "y"]
     )

@@ -259,9 +259,9 @@ def fit_cascade_command(
         table = None if prices is None else load_prices(prices)
         first = load_run(small, window=window, prices=table)
         second = load_run(large, window=window, prices=table)
-        if first.source.dataset_fingerprint != second.source.dataset_fingerprint:
+        if first.source.dataset != second.source.dataset:  # items are then matched by id
             raise InvalidRequestError(
-                f"{small} and {large} are over different items ({first.source.dataset} and "
+                f"{small} and {large} are over different datasets ({first.source.dataset} and "
                 f"{second.source.dataset}); sample both on the same dataset"
             )
         rows_small, rows_large = shared_items(first.source.items, second.source.items)
