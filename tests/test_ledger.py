@@ -58,6 +58,42 @@ async def test_an_entry_is_built_from_a_result() -> None:
     assert made.describe().endswith("$0.090000")
 
 
+async def test_a_cascade_is_split_between_the_models_that_spent_it() -> None:
+    small = ScriptedEngine(["so \\boxed{1}", "so \\boxed{2}"], prompt_tokens=10)
+    large = ScriptedEngine(["so \\boxed{8}"] * 3, prompt_tokens=20)
+    large.model = "big"
+    cheap = TokenPrice(input_usd_per_mtok=0.0, output_usd_per_mtok=1e4)
+    result = await run_strategy(
+        "cascade",
+        small,
+        "Q?",
+        {"probe": 2, "samples": 3},
+        engines={"large": large},
+        prices={"scripted": cheap, "big": PRICE},
+    )
+    assert result.model == "big" and set(result.by_model) == {"scripted", "big"}
+    assert result.by_model["scripted"].samples == 2 and result.by_model["big"].samples == 3
+    ledger = Ledger()
+    made = ledger.record(result)
+    assert made.model == "big" and made.completion_tokens == result.usage.completion_tokens
+    cells = ledger.cells()
+    mine, theirs = cells[("scripted", "cascade")], cells[("big", "cascade")]
+    # The answering model holds the request and its time; each model its tokens and dollars.
+    assert (mine.requests, theirs.requests) == (0, 1)
+    assert (mine.seconds, theirs.seconds) == (0.0, result.latency_s)
+    assert (mine.samples, theirs.samples) == (2, 3)
+    assert mine.completion_tokens == result.by_model["scripted"].completion_tokens > 0
+    assert (mine.prompt_tokens, theirs.prompt_tokens) == (10, 20)
+    assert mine.usd == pytest.approx(mine.completion_tokens * 0.01)
+    assert theirs.usd == pytest.approx(20 * 0.001 + theirs.completion_tokens * 0.01)
+    total = ledger.total()
+    assert total.requests == 1 and total.usd == pytest.approx(result.cost_usd)
+    assert total.completion_tokens == result.usage.completion_tokens
+    # An entry alone (no shares known) stays in one cell.
+    alone = Ledger([made])
+    assert list(alone.cells()) == [("big", "cascade")]
+
+
 def test_sums_by_model_and_by_strategy() -> None:
     ledger = Ledger(
         [

@@ -797,7 +797,12 @@ async def test_a_cascade_escalates_to_the_servers_larger_model() -> None:
     assert [(r["model"], r["n"]) for r in ponder["requests"]] == [("scripted", 2), ("big", 3)]
     assert ponder["samples"] == 5 and len(large.requests) == 1
     assert body["usage"]["completion_tokens"] == 2 * 1 + 3 * 2  # both models' samples count
-    assert ledger_line(metrics, "samples", "cascade", model="big") == 5
+    # /metrics splits the request by model: each its samples, the one that answered the request
+    assert ledger_line(metrics, "samples", "cascade", model="big") == 3
+    assert ledger_line(metrics, "samples", "cascade", model="scripted") == 2
+    assert ledger_line(metrics, "completion_tokens", "cascade", model="scripted") == 2
+    assert ledger_line(metrics, "requests", "cascade", model="big") == 1
+    assert ledger_line(metrics, "requests", "cascade", model="scripted") == 0
 
 
 @asynccontextmanager
@@ -829,9 +834,11 @@ async def test_an_escalated_reply_is_the_large_models_text_and_price() -> None:
     body = reply.json()
     assert body["choices"][0]["message"]["content"] == "large: \\boxed{4}"
     # 10 prompt + 2 x 1 tokens at the small price, 10 prompt + 2 x 2 at the large one
-    cost = (10 * 0.001 + 2 * 0.01) + (10 * 0.01 + 4 * 0.1)
-    assert body["ponder"]["cost_usd"] == pytest.approx(cost)
-    assert ledger_line(metrics, "usd", "cascade", model="big") == pytest.approx(cost)
+    small_cost, large_cost = 10 * 0.001 + 2 * 0.01, 10 * 0.01 + 4 * 0.1
+    assert body["ponder"]["cost_usd"] == pytest.approx(small_cost + large_cost)
+    # /metrics charges each model its own part
+    assert ledger_line(metrics, "usd", "cascade", model="big") == pytest.approx(large_cost)
+    assert ledger_line(metrics, "usd", "cascade", model="scripted") == pytest.approx(small_cost)
 
 
 async def test_an_unpriced_large_model_refuses_only_dollar_budgeted_cascades() -> None:

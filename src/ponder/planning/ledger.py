@@ -138,6 +138,34 @@ class Totals(BaseModel):
         )
 
 
+def _shares(result: Result) -> dict[str, Totals] | None:
+    """Each model's part of a result that drew from several, or None when there is nothing to
+    split (one model, or shares that do not add up to the result's usage, as when a server
+    counted requests the session did not see end)."""
+    parts = result.by_model
+    if len(parts) < 2 or result.model not in parts:
+        return None
+    prompt = sum(part.prompt_tokens for part in parts.values())
+    completion = sum(part.completion_tokens for part in parts.values())
+    if (prompt, completion) != (result.usage.prompt_tokens, result.usage.completion_tokens):
+        return None
+    whole = Totals.of(LedgerEntry.from_result(result))
+    shares = {}
+    for model, part in parts.items():
+        answered = model == result.model
+        shares[model] = Totals(
+            requests=whole.requests if answered else 0.0,
+            prompt_tokens=part.prompt_tokens,
+            completion_tokens=part.completion_tokens,
+            samples=part.samples,
+            seconds=whole.seconds if answered else 0.0,
+            usd=None if whole.usd is None else part.usd,
+            unpriced=whole.unpriced if answered else 0.0,
+            stopped_by=whole.stopped_by if answered else {},
+        )
+    return shares
+
+
 _COUNTERS = (
     ("requests", "Requests answered by a strategy."),
     ("prompt_tokens", "Prompt tokens of every engine request."),
@@ -159,10 +187,15 @@ class Ledger:
             self.record(entry)
 
     def record(self, item: Result | LedgerEntry) -> LedgerEntry:
-        """Add one request (a strategy's result, or its entry); returns the entry."""
+        """Add one request (a strategy's result, or its entry); returns the entry. A result
+        that drew from several models (a cascade, a larger judge) is split by model: each
+        model's cell gets the tokens, samples and dollars it spent, and the model that answered
+        gets the request and its seconds."""
         entry = item if isinstance(item, LedgerEntry) else LedgerEntry.from_result(item)
-        key = (entry.model, entry.strategy)
-        self._cells[key] = self._cells.get(key, Totals()) + Totals.of(entry)
+        shares = _shares(item) if not isinstance(item, LedgerEntry) else None
+        for model, totals in (shares or {entry.model: Totals.of(entry)}).items():
+            key = (model, entry.strategy)
+            self._cells[key] = self._cells.get(key, Totals()) + totals
         if self._entries is not None:
             self._entries.append(entry)
         return entry

@@ -61,6 +61,8 @@ class ModelUsage(BaseModel):
     prompt_tokens: int = Field(default=0, ge=0)
     completion_tokens: int = Field(default=0, ge=0)
     seconds: float = Field(default=0.0, ge=0.0, description="wall time its requests ran")
+    samples: int = Field(default=0, ge=0, description="samples drawn from it")
+    usd: float | None = Field(default=None, description="its share of `cost_usd` (None: unpriced)")
 
 
 class Result(BaseModel):

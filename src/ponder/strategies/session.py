@@ -156,6 +156,7 @@ class _Account:
     running: int = 0
     busy_since: float = 0.0
     busy_s: float = 0.0
+    samples: int = 0
 
     def start(self, now: float, prompt: int) -> None:
         if self.running == 0:
@@ -174,11 +175,14 @@ class _Account:
         """Seconds any of this model's requests ran, up to `now`."""
         return self.busy_s + (now - self.busy_since if self.running else 0.0)
 
-    def model_usage(self, now: float) -> ModelUsage:
+    def model_usage(self, seconds: float | None, now: float) -> ModelUsage:
+        """This model's share of a result; `seconds` as for `cost`."""
         return ModelUsage(
             prompt_tokens=self.usage.prompt_tokens,
             completion_tokens=self.usage.completion_tokens,
             seconds=self.busy(now),
+            samples=self.samples,
+            usd=self.cost(seconds, now),
         )
 
     def cost(self, seconds: float | None, now: float) -> float | None:
@@ -451,6 +455,7 @@ class Session:
         handle = engine.start(request)  # may raise: nothing reserved yet
         self.samples += n
         account = self._account(engine, price)
+        account.samples += n
         begun = self.elapsed()
         try:
             generation = await self._follow(handle, n, watch, enough, prompt, account)
@@ -641,7 +646,8 @@ class Session:
             candidates=candidates,
             usage=self.usage,
             by_model={
-                model: account.model_usage(seconds) for model, account in self._accounts.items()
+                model: account.model_usage(seconds if model == self.engine.model else None, seconds)
+                for model, account in self._accounts.items()
             },
             latency_s=seconds,
             cost_usd=cost,
