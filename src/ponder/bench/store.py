@@ -14,7 +14,10 @@ summary never needs a new run.
 Strategies that must generate (verify-refine, beam search, think-longer) cannot be replayed from
 stored samples, so `ponder bench live` runs them on the same items and stores one result per
 (strategy config, item) in the `live` table of the same file, next to the samples it is compared
-with. Those tables are created by the first live run; a run store without them is still valid.
+with, and each model's share of it in `live_usage` (a cascade's two models, a judge). `ponder
+bench judge` stores a verifier's score of each sample in `judgements`, beside the sample, for
+planners to fit thresholds on. These tables are created by the first live run or judging; a run
+store without them is still valid.
 """
 
 from __future__ import annotations
