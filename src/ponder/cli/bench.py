@@ -769,25 +769,23 @@ async def _judge(
     with pull_progress(console, quiet) as progress:
         engine = open_engine(store.config.engine, judge_model, progress=progress, n_threads=threads)
     async with engine:
-        bar = (
-            None
-            if quiet or not console.is_terminal
-            else Progress(
-                TextColumn("judging"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                console=console,
-            )
+        if quiet or not console.is_terminal:
+            return await judge_run(store, engine, samples=samples, limit=limit)
+        bar = Progress(
+            TextColumn("judging"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
         )
-        with bar or nullcontext():
-            task = None if bar is None else bar.add_task("judging", total=None)
+        with bar:
+            task = bar.add_task("judging", total=None)
             return await judge_run(
                 store,
                 engine,
                 samples=samples,
                 limit=limit,
-                on_judged=None if bar is None or task is None else lambda _: bar.advance(task),
+                on_judged=lambda _: bar.advance(task),
             )
 
 

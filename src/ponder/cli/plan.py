@@ -375,7 +375,11 @@ def _explain_cascade(policy: CascadePolicy, console: Console, name: str) -> None
     expected = policy.expected
     unit = "USD" if policy.cost_unit == "usd" else "tokens"
     console.print(f"[bold]cascade policy[/bold] ({name}, format {policy.kind} v{policy.version})")
-    feature = "vote share" if policy.feature == "share" else "mean DeepConf confidence"
+    feature = {
+        "share": "vote share",
+        "confidence": "mean DeepConf confidence",
+        "score": f"mean {policy.large_model} judge score (of the samples holding their answer)",
+    }[policy.feature]
     vote = (
         "majority"
         if policy.vote == "majority"

@@ -102,7 +102,7 @@ class CascadeTable:
     small: _Side
     large: _Side
     cost_unit: Literal["usd", "tokens"]
-    large_model: str = ""
+    large_model: str
 
     @property
     def rows(self) -> int:
