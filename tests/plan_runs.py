@@ -165,8 +165,10 @@ def write_store(
     ids: Sequence[str] | None = None,
     fingerprint: str = "fp",
     dataset: str = "gsm8k",
+    skip: int = 0,
 ) -> Path:
-    """The items of `kinds` as a complete run store (the first `samples` samples of each). The
+    """The items of `kinds` as a complete run store (the first `samples` samples of each), of
+    `dataset` from its item `skip` + 1 on. The
     samples of an item decode together, item after item, each taking `latency` seconds: the
     run's machine time is `latency` per item (`ponder.bench.machine_time`)."""
     ids = [f"q{i}" for i in range(len(kinds))] if ids is None else list(ids)
@@ -182,7 +184,7 @@ def write_store(
         for item_id in ids
     )
     config = RunConfig(
-        dataset=DatasetSpec(name=dataset),
+        dataset=DatasetSpec(name=dataset, skip=skip),
         dataset_fingerprint=fingerprint,
         items=len(kinds),
         model=model,

@@ -270,12 +270,36 @@ def test_cli_fit_cascade_on_runs_of_different_lengths(tmp_path: Path) -> None:
     assert load_cascade_policy(out).fitted_on.runs[0].items == [f"q{i}" for i in range(8)]
 
 
+def test_cli_fit_cascade_on_a_large_run_that_starts_later(tmp_path: Path) -> None:
+    # The large run was sampled with --skip 4: items q4..q11 of the same dataset, which the
+    # small run holds too (a held-out part sampled later).
+    small, _ = stores(tmp_path)
+    later = write_store(
+        tmp_path / "later.db",
+        [LARGE] * 8,
+        samples=4,
+        model="big",
+        latency=8.0,
+        ids=[f"q{i}" for i in range(4, 12)],
+        fingerprint="later",
+        skip=4,
+    )
+    out = tmp_path / "c.json"
+    result = CliRunner().invoke(
+        main, ["plan", "fit-cascade", str(small), str(later), "--out", str(out), "--orderings", "5"]
+    )
+    assert result.exit_code == 0, result.output
+    assert load_cascade_policy(out).fitted_on.runs[0].items == [f"q{i}" for i in range(4, 12)]
+    report = build_report([small, later], strategies=["majority"], orderings=2)
+    assert report.items_used == 8 and report.dataset == "gsm8k from item 5"
+
+
 def test_cli_fit_cascade_bad_inputs(tmp_path: Path) -> None:
     small, large = stores(tmp_path, dataset="math")
     result = CliRunner().invoke(
         main, ["plan", "fit-cascade", str(small), str(large), "--out", str(tmp_path / "c.json")]
     )
-    assert result.exit_code == 1 and "over different datasets (gsm8k and math)" in result.output
+    assert result.exit_code == 1 and "over different datasets:" in result.output
     disjoint = write_store(
         tmp_path / "disjoint.db", [LARGE] * 2, samples=4, model="big", ids=["x", "y"]
     )

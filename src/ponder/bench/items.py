@@ -83,6 +83,11 @@ class DatasetSpec(BaseModel):
             return "jsonl"
         return "builtin"
 
+    def whole(self) -> DatasetSpec:
+        """The dataset itself, wherever a run starts in it: runs that skip different numbers of
+        items draw from one list, and share the items they both hold (matched by id)."""
+        return self.model_copy(update={"skip": 0})
+
     def label(self) -> str:
         """A short human-readable name for progress bars and reports."""
         if self.kind == "jsonl":

@@ -90,6 +90,18 @@ class ReportError(InvalidRequestError):
     """The runs cannot be reported as asked (no complete items, different datasets, ...)."""
 
 
+def check_one_dataset(paths: Sequence[Path], configs: Sequence[RunConfig]) -> None:
+    """Runs compared item by item must draw from one dataset. Where each starts in it does not
+    matter (`--skip`): items are matched by id."""
+    first = configs[0].dataset
+    for path, config in zip(paths[1:], configs[1:], strict=True):
+        if config.dataset.whole() != first.whole():
+            raise ReportError(
+                f"the runs are over different datasets: {paths[0]} has {first.label()}, "
+                f"{path} has {config.dataset.label()}"
+            )
+
+
 # --- the report's contents ------------------------------------------------------------------
 
 
@@ -579,13 +591,7 @@ def _build(
 ) -> Report:
     from ponder.bench.planned import PlannedRun
 
-    first = stores[0].config
-    for path, store in zip(paths[1:], stores[1:], strict=True):
-        if store.config.dataset != first.dataset:
-            raise ReportError(
-                f"the runs are over different datasets: {paths[0]} has "
-                f"{first.dataset.label()}, {path} has {store.config.dataset.label()}"
-            )
+    check_one_dataset(paths, [store.config for store in stores])
     labels = _labels(paths, stores)
     runs = [
         _Run(path, label, store.config, store, complete_items(store), [i.id for i in store.items()])
@@ -686,7 +692,8 @@ def _build(
     rows = _mark_pareto(rows)
     assert reference is not None
     return Report(
-        dataset=first.dataset.label(),
+        # Runs that start at different items share those of the one that starts last.
+        dataset=max((store.config.dataset for store in stores), key=lambda d: d.skip).label(),
         generated_at=(now or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC"),
         ponder_version=__version__,
         machine=f"{platform.system()} {platform.machine()}, {os.cpu_count() or '?'} CPUs",

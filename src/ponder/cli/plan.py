@@ -18,7 +18,8 @@ import click
 from rich.console import Console
 from rich.table import Column, Table
 
-from ponder.bench.report import DEFAULT_WINDOW
+from ponder.bench.report import DEFAULT_WINDOW, check_one_dataset
+from ponder.bench.store import RunStore
 from ponder.cli.common import fail_cleanly
 from ponder.errors import InvalidRequestError
 from ponder.planning.cascade import DEFAULT_TARGET, fit_cascade, reduce_to, shared_items
@@ -257,13 +258,10 @@ def fit_cascade_command(
     the judging is paid for."""
     with fail_cleanly():
         table = None if prices is None else load_prices(prices)
+        with RunStore.open_readonly(small) as one, RunStore.open_readonly(large) as other:
+            check_one_dataset([small, large], [one.config, other.config])
         first = load_run(small, window=window, prices=table)
         second = load_run(large, window=window, prices=table)
-        if first.source.dataset != second.source.dataset:  # items are then matched by id
-            raise InvalidRequestError(
-                f"{small} and {large} are over different datasets ({first.source.dataset} and "
-                f"{second.source.dataset}); sample both on the same dataset"
-            )
         rows_small, rows_large = shared_items(first.source.items, second.source.items)
         parts = ["ponder", "plan", "fit-cascade", str(small), str(large), "--out", str(out)]
         parts += ["--target", f"{target:g}"]
