@@ -11,6 +11,9 @@ before the test items 101 to 150 were sampled:
     python benchmarks/auto_settings.py benchmarks/runs/gsm8k-qwen1.5b-s16.sqlite \\
         benchmarks/runs/gsm8k-qwen1.5b-s16-heldout.sqlite [--seeds 4] [--orderings 100] [--json]
 
+`--only TEXT` keeps the candidates whose name contains TEXT (e.g. the pick, cross-fitted again
+on more items).
+
 Every candidate answers by the mean-log-probability vote. A candidate's probe, rereads (the
 defaults of `ponder plan fit --probe K`), splitting feature and objective are in its name.
 """
@@ -115,13 +118,19 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=4, help="fold seeds per candidate")
     parser.add_argument("--orderings", type=int, default=100)
     parser.add_argument("--token-share", type=float, default=0.5)
+    parser.add_argument(
+        "--only", default="", help="only the candidates whose name contains this text"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON line instead of a table")
     args = parser.parse_args()
 
+    candidates = [c for c in CANDIDATES if args.only in c.name]
+    if not candidates:
+        parser.error(f"no candidate's name contains {args.only!r}")
     runs = [load_run(path) for path in args.runs]
     tables: dict[tuple[int, tuple[int, ...]], Probed] = {}
     results = []
-    for candidate in CANDIDATES:
+    for candidate in candidates:
         settings = candidate.settings()
         key = (settings.probe, tuple(settings.rereads))
         if key not in tables:

@@ -38,3 +38,22 @@ def test_every_candidate_is_cross_fitted_and_the_pick_follows_the_rule(tmp_path:
     assert within, "some setting spends at most half the tokens on this mix"
     best = max(within, key=lambda r: (r["accuracy"], -r["token_share"]))
     assert found["pick"] == best["name"]
+
+
+def test_only_keeps_the_named_candidates(tmp_path: Path) -> None:
+    run = write_store(tmp_path / "run.db", mix(easy=4, hard=4, hopeless=4))
+    base = [sys.executable, str(SCRIPT), str(run), "--seeds", "1", "--orderings", "2", "--json"]
+    done = subprocess.run(
+        [*base, "--only", "probe 3, rereads 6,12, confidence x2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    names = [r["name"] for r in json.loads(done.stdout)["results"]]
+    assert names == [
+        "probe 3, rereads 6,12, confidence x2, match 1",
+        "probe 3, rereads 6,12, confidence x2, budget-share 0.5",
+    ]
+    none = subprocess.run([*base, "--only", "nope"], capture_output=True, text=True, timeout=300)
+    assert none.returncode == 2 and "no candidate's name contains 'nope'" in none.stderr
