@@ -396,6 +396,19 @@ def test_the_report_holds_every_strategy_at_every_n_and_the_live_results(tmp_pat
     assert "## Best per budget" in markdown and "## Pareto-optimal points" in markdown
 
 
+def test_a_live_run_on_some_items_does_not_compete_with_points_on_all(tmp_path: Path) -> None:
+    # Right on the one item it ran, and cheap: on that item alone it would beat every point.
+    run = make_store(tmp_path / "run.db")
+    live = add_live(run, "verify-refine rounds=2", {0: True})
+    report = build_report([run], orderings=5, window=WINDOW)
+    (point,) = [row for row in report.rows if row.kind == "live"]
+    assert (point.items, point.accuracy, point.pareto) == (1, 1.0, ())
+    assert any(row.pareto for row in report.rows)
+    picks = [pick.point for tier in report.budgets for pick in tier.best.values() if pick]
+    assert picks and not any(live.label in name for name in picks)
+    assert "1 of the 2 items used" in render_markdown(report)
+
+
 def test_a_live_config_that_drew_from_two_models_is_priced_at_each_ones_price(
     tmp_path: Path,
 ) -> None:

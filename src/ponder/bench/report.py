@@ -689,7 +689,7 @@ def _build(
     if any(row.note == NO_TRACES_NOTE for row in rows):
         notes.append(f"deepconf-online: {NO_TRACES_NOTE}")
     described, targets = _planner_rows(planned, planner, orderings, rows, notes)
-    rows = _mark_pareto(rows)
+    rows = _mark_pareto(rows, len(used_ids))
     assert reference is not None
     return Report(
         # Runs that start at different items share those of the one that starts last.
@@ -717,7 +717,7 @@ def _build(
         default_usd_per_hour=DEFAULT_USD_PER_HOUR,
         prices_file=None if prices_path is None else str(prices_path),
         rows=rows,
-        budgets=_budgets(rows, *reference, several=len(runs) > 1),
+        budgets=_budgets(rows, *reference, items=len(used_ids), several=len(runs) > 1),
         notes=notes,
         planner=described,
         targets=targets,
@@ -866,11 +866,14 @@ def _live_cost(
     return float(np.mean(costs))
 
 
-def _mark_pareto(rows: list[ReportRow]) -> list[ReportRow]:
-    """Each row with the axes on whose frontier it lies; oracle rows are never candidates."""
+def _mark_pareto(rows: list[ReportRow], items: int) -> list[ReportRow]:
+    """Each row with the axes on whose frontier it lies, among the rows that can be deployed and
+    were measured on all `items` (not oracles, not a live run on some of them)."""
     marks: dict[int, list[Axis]] = {k: [] for k in range(len(rows))}
     for axis in AXES:
-        candidates = [k for k, row in enumerate(rows) if not row.oracle and _finite(row.x(axis))]
+        candidates = [
+            k for k, row in enumerate(rows) if _comparable(row, items) and _finite(row.x(axis))
+        ]
         points = [(float(rows[k].x(axis) or 0.0), rows[k].accuracy) for k in candidates]
         for position in pareto_front(points):
             marks[candidates[position]].append(axis)
@@ -881,18 +884,25 @@ def _finite(value: float | None) -> bool:
     return value is not None and bool(np.isfinite(value))
 
 
+def _comparable(row: ReportRow, items: int) -> bool:
+    """Whether a row competes for the frontier and the budget tiers: a deployable strategy
+    measured on all `items` (an accuracy on a few of them is not comparable)."""
+    return not row.oracle and row.items == items
+
+
 def _budgets(
     rows: Sequence[ReportRow],
     data: ReplayData,
     prompt: float | None,
     price: Price | None,
     *,
+    items: int,
     several: bool,
 ) -> list[BudgetTier]:
     """Budget tiers at the cost of N parallel samples of the first run (N = 1, 2, 4, ... S):
     tokens N x the mean sample, latency the expected slowest of N, and their price. Within each
-    (up to the cost tolerance), the most accurate deployable point; of equally accurate ones
-    the cheapest, and of those tied in cost too, the first."""
+    (up to the cost tolerance), the most accurate deployable point measured on all `items`; of
+    equally accurate ones the cheapest, and of those tied in cost too, the first."""
     mean_tokens = float(np.asarray(data.tokens, dtype=np.float64).mean())
     tiers = []
     for n in powers_of_two(data.samples):
@@ -910,7 +920,7 @@ def _budgets(
                 row
                 for row in rows
                 if limit is not None
-                and not row.oracle
+                and _comparable(row, items)
                 and _finite(row.x(axis))
                 and float(row.x(axis) or 0.0) <= limit * (1 + COST_TOLERANCE)
             ]
@@ -1084,7 +1094,7 @@ def _budget_section(report: Report) -> list[str]:
         "## Best per budget",
         "",
         f"Budgets of N samples drawn in parallel by {report.runs[0].label}; the most accurate "
-        "point (pass@k excluded) that costs no more.",
+        "point that costs no more (pass@k excluded, and live runs on only some of the items).",
         "",
         "| N | tokens ≤ | best | latency ≤ | best | cost ≤ (USD / 1k items) | best |",
         "|--:|--:|---|--:|---|--:|---|",
@@ -1105,7 +1115,8 @@ def _pareto_section(report: Report) -> list[str]:
     lines = [
         "## Pareto-optimal points",
         "",
-        "No other point (pass@k excluded) is at least as accurate for no more cost (costs within "
+        "No other point (pass@k excluded, and live runs on only some of the items) is at least "
+        "as accurate for no more cost (costs within "
         f"{COST_TOLERANCE:.1%} tie); a tie is listed once, with how many more points share it.",
         "",
     ]
