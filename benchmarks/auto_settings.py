@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ponder.errors import InvalidRequestError
 from ponder.planning.fit import cross_fit, probe_runs
 from ponder.planning.outcomes import Probed
 from ponder.planning.policy import (
@@ -39,6 +40,7 @@ from ponder.planning.policy import (
 from ponder.planning.runs import load_run
 
 SAMPLES = 16
+"""Samples per item the candidates' actions reach (the runs must have at least this many)."""
 
 
 @dataclass(frozen=True)
@@ -127,15 +129,21 @@ def main() -> None:
     candidates = [c for c in CANDIDATES if args.only in c.name]
     if not candidates:
         parser.error(f"no candidate's name contains {args.only!r}")
-    runs = [load_run(path) for path in args.runs]
-    tables: dict[tuple[int, tuple[int, ...]], Probed] = {}
+    try:  # a missing run, or one with fewer than SAMPLES samples per item: one clear line
+        runs = [load_run(path) for path in args.runs]
+        tables: dict[tuple[int, tuple[int, ...]], Probed] = {}
+        for candidate in candidates:
+            settings = candidate.settings()
+            key = (settings.probe, tuple(settings.rereads))
+            if key not in tables:
+                tables[key] = probe_runs(runs, settings, orderings=args.orderings, seed=0)
+    except InvalidRequestError as error:
+        parser.error(str(error))
     results = []
     for candidate in candidates:
         settings = candidate.settings()
-        key = (settings.probe, tuple(settings.rereads))
-        if key not in tables:
-            tables[key] = probe_runs(runs, settings, orderings=args.orderings, seed=0)
-        results.append(measure(candidate, tables[key], args.seeds))
+        table = tables[settings.probe, tuple(settings.rereads)]
+        results.append(measure(candidate, table, args.seeds))
         if not args.json:
             m = results[-1]
             print(
