@@ -21,7 +21,7 @@ from ponder.engines.embedded import EmbeddedEngine
 from ponder.engines.types import SamplingParams
 from ponder.errors import InvalidRequestError
 from ponder.planning.fit import cross_fit, evaluate, fit_policy, probe_runs
-from ponder.planning.outcomes import PlanError, folds_of, probed
+from ponder.planning.outcomes import Outcome, PlanError, folds_of, probed
 from ponder.planning.policy import (
     AutoPolicy,
     Objective,
@@ -236,6 +236,24 @@ def test_cross_fitting_plays_each_fold_with_a_policy_fitted_on_the_others() -> N
         folds_of(1, 5, seed=0)
 
 
+def test_differences_from_a_reference_are_paired_over_items() -> None:
+    # 4 items x 2 orderings: the plan is right on every row; the reference right on one
+    # ordering of each item, so every item differs by exactly +0.5 and no resample can say
+    # otherwise (an unpaired interval would be 0.5 wide).
+    item = np.repeat(np.arange(4), 2)
+    ones = np.ones(8)
+    outcome = Outcome(item, 4, np.ones(8, dtype=bool), ones, ones, ones)
+    reference = np.tile([True, False], 4)
+    gaps = outcome.versus({8: reference, 16: np.ones(8, dtype=bool)})
+    assert gaps[8] == pytest.approx((0.5, 0.5, 0.5))
+    assert gaps[16] == pytest.approx((0.0, 0.0, 0.0))
+    # Items that disagree the other way widen the interval around the mean difference.
+    mixed = outcome.versus({4: np.array([True, True, True, True, False, False, False, False])})
+    difference, low, high = mixed[4]
+    assert difference == pytest.approx(0.5) and low < difference < high
+    assert outcome.versus({}) == {}
+
+
 def test_policy_lookup_takes_the_nearest_level_and_the_heaviest_bin_without_a_value() -> None:
     policy = hand_policy(
         [(1, None, 5.0, 8), (1, 5.0, None, 4), (3, None, None, 6)],
@@ -435,6 +453,12 @@ def test_the_report_cross_fits_a_policy_fitted_on_its_own_run(tmp_path: Path) ->
     assert any("at most 50% of its tokens" in name for name in names)
     first = report.targets[0]
     assert first.met and "majority N=16" in first.detail
+    # The difference from majority-16 with its paired interval, on the same orderings.
+    assert own.versus_majority is not None
+    difference, low, high = own.versus_majority[16]
+    assert difference == pytest.approx(own.accuracy - majority[16].accuracy)
+    assert low <= difference <= high and f"[{low:+.1%}, {high:+.1%}] paired" in first.detail
+    assert swept[1].versus_majority is not None and list(swept[1].versus_majority) == [8]
     assert f"--policy {policy_path}" in report.command
     markdown = render_markdown(report)
     assert "## Planner and cascade" in markdown and "### auto (the policy)" in markdown

@@ -6,12 +6,17 @@ refitted on K-1 folds of the items and played on the fold left out, fold by fold
 answered by a policy that saw it. A policy fitted elsewhere is played as it is. `auto` is also
 refitted, cross-fitted, at the token cost of self-consistency with N samples for each N, the
 "at equal tokens" comparison. The cascade is always searched and judged by cross-fitting.
+The checks give auto's difference from majority with a paired interval: both answer the same
+questions along the same orderings, so the difference is much surer than either accuracy.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
 
 from ponder.bench.estimators import powers_of_two
 from ponder.bench.judging import JudgeArrays
@@ -31,6 +36,8 @@ from ponder.planning.fit import cross_fit, evaluate, probe_runs
 from ponder.planning.outcomes import Outcome, PlanRun
 from ponder.planning.policy import AutoPolicy, Objective, RunSource
 from ponder.planning.pricing import Price
+
+BoolArray = npt.NDArray[np.bool_]
 
 AUTO_TOKEN_SHARE = 0.5
 """Target: auto matches self-consistency at its best N with at most this share of its tokens."""
@@ -70,10 +77,12 @@ def _row(
     *,
     seed: int,
     priced: bool = True,
+    versus: Mapping[int, BoolArray] | None = None,
 ) -> ReportRow:
     """A report row of a planner's outcome on `run`: its own per-row cost when it has one,
     else the run's price of its means (prices are linear), else none. Unless `priced`, the
-    outcome's per-row costs are tokens, not dollars, and no cost is given."""
+    outcome's per-row costs are tokens, not dollars, and no cost is given. `versus`: plain
+    majority's right answers per row at each N, to give the paired differences from."""
     score = outcome.score(seed=seed)
     cost_usd = score.cost if priced else None
     if cost_usd is None and priced and run.price is not None:
@@ -94,6 +103,7 @@ def _row(
         cost_usd=cost_usd,
         items=score.items,
         note=note,
+        versus_majority=None if versus is None else outcome.versus(versus, seed=seed),
     )
 
 
@@ -136,14 +146,17 @@ def auto_rows(
             f"{policy.most_samples} samples and reads at {policy.settings.reads}, the run has "
             f"{samples} per item"
         )
+    majority = {n: correct for n, (correct, _) in table.reference.items()}
     if outcome is not None:
-        rows.append(_row(run, AUTO_POLICY, None, outcome, how, seed=seed))
+        rows.append(_row(run, AUTO_POLICY, None, outcome, how, seed=seed, versus=majority))
     for n in powers_of_two(samples):
         if n < settings.probe:
             continue
         budget = settings.model_copy(update={"objective": Objective(tokens_of_n=n)})
         swept = cross_fit(table, budget, folds=folds, seed=seed)
-        rows.append(_row(run, AUTO, n, swept, f"fitted to the tokens of {n} samples", seed=seed))
+        note = f"fitted to the tokens of {n} samples"
+        same = {n: majority[n]} if n in majority else None
+        rows.append(_row(run, AUTO, n, swept, note, seed=seed, versus=same))
     return rows
 
 
@@ -193,6 +206,14 @@ def _ci(row: ReportRow) -> str:
     return f"{row.accuracy:.1%} [{row.ci_low:.1%}, {row.ci_high:.1%}]"
 
 
+def _paired(row: ReportRow, n: int | None) -> str:
+    """The paired interval of `row`'s difference from majority with `n` samples, if known."""
+    if row.versus_majority is None or n not in row.versus_majority:
+        return ""
+    _, low, high = row.versus_majority[n]
+    return f" [{low:+.1%}, {high:+.1%}] paired"
+
+
 def target_checks(
     rows: Sequence[ReportRow], small: str | None, large: str | None
 ) -> list[TargetCheck]:
@@ -212,7 +233,8 @@ def target_checks(
                 met=met,
                 detail=f"auto {_ci(policy_row)} at {policy_row.tokens:,.0f} tokens vs "
                 f"majority N={best.n} {_ci(best)} at {best.tokens:,.0f} tokens: "
-                f"{policy_row.accuracy - best.accuracy:+.1%} accuracy, {ratio:.0%} of the tokens",
+                f"{policy_row.accuracy - best.accuracy:+.1%} accuracy"
+                f"{_paired(policy_row, best.n)}, {ratio:.0%} of the tokens",
             )
         )
     for run in dict.fromkeys(r.run for r in rows if r.strategy == AUTO):
@@ -235,7 +257,7 @@ def target_checks(
                 met=not worse,
                 detail="; ".join(
                     f"N={b.n}: auto {_ci(a)} at {a.tokens:,.0f} vs majority {_ci(b)} at "
-                    f"{b.tokens:,.0f} tokens ({a.accuracy - b.accuracy:+.1%})"
+                    f"{b.tokens:,.0f} tokens ({a.accuracy - b.accuracy:+.1%}{_paired(a, b.n)})"
                     for a, b in pairs
                 )
                 + (f"; less accurate at {', '.join(worse)}" if worse else ""),

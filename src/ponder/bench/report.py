@@ -128,6 +128,9 @@ class ReportRow(BaseModel):
     oracle: bool = False
     note: str | None = None
     pareto: tuple[Axis, ...] = ()
+    versus_majority: dict[int, tuple[float, float, float]] | None = None
+    """A planner's accuracy minus plain majority's with N samples, on the same rows:
+    (difference, low, high), a 95 % paired bootstrap interval over items."""
 
     def x(self, axis: Axis) -> float | None:
         """The point's cost on `axis` (cost in USD per item)."""

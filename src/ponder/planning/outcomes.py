@@ -214,6 +214,13 @@ def folds_of(items: int, folds: int, seed: int) -> IntArray:
     return fold
 
 
+def per_item(item: IntArray, correct: npt.ArrayLike, items: int) -> FloatArray:
+    """Accuracy per item of rows (`item` their items), averaged over each item's orderings."""
+    right = np.bincount(item, weights=np.asarray(correct, dtype=np.float64), minlength=items)
+    seen = np.bincount(item, minlength=items)
+    return np.asarray(right / np.maximum(seen, 1), dtype=np.float64)
+
+
 @dataclass(frozen=True, eq=False)
 class Outcome:
     """Per row: what a plan answered and spent."""
@@ -228,9 +235,25 @@ class Outcome:
 
     def per_item(self) -> FloatArray:
         """Accuracy per item, averaged over its orderings."""
-        right = np.bincount(self.item, weights=self.correct, minlength=self.items)
-        seen = np.bincount(self.item, minlength=self.items)
-        return np.asarray(right / np.maximum(seen, 1), dtype=np.float64)
+        return per_item(self.item, self.correct, self.items)
+
+    def versus(
+        self, reference: Mapping[int, BoolArray], *, resamples: int = 1000, seed: int = 0
+    ) -> dict[int, tuple[float, float, float]]:
+        """This plan's accuracy minus each reference's (right or not per row, on the same rows:
+        e.g. plain majority at N samples, `Probed.reference`), as (difference, low, high) with
+        a 95 % paired bootstrap interval over items: the two answer the same questions, so
+        their difference is much surer than either interval says."""
+        mine = self.per_item()
+        ns = sorted(reference)
+        if not ns:
+            return {}
+        gaps = np.stack([mine - per_item(self.item, reference[n], self.items) for n in ns])
+        low, high = bootstrap_ci(gaps, resamples=resamples, seed=seed)
+        return {
+            n: (float(gap.mean()), float(lo), float(hi))
+            for n, gap, lo, hi in zip(ns, gaps, low, high, strict=True)
+        }
 
     def score(self, *, resamples: int = 1000, seed: int = 0) -> Score:
         per_item = self.per_item()
