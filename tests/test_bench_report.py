@@ -23,10 +23,9 @@ from ponder.bench.report import (
     complete_items,
     group_confidence_trace,
     pareto_front,
-    render_markdown,
     replay_data,
-    write_report,
 )
+from ponder.bench.report_files import render_markdown, write_report
 from ponder.bench.store import (
     NO_ANSWER,
     LiveConfig,

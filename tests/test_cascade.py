@@ -18,8 +18,8 @@ from ponder.bench.report import (
     CASCADE_ORACLE,
     PlannerOptions,
     build_report,
-    render_markdown,
 )
+from ponder.bench.report_files import render_markdown
 from ponder.budget import Budget, BudgetError
 from ponder.cli import main
 from ponder.engines.embedded import EmbeddedEngine

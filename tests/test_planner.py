@@ -14,7 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from ponder.bench.replay import ReplayData, majority_paths, replay
-from ponder.bench.report import AUTO, AUTO_POLICY, PlannerOptions, build_report, render_markdown
+from ponder.bench.report import AUTO, AUTO_POLICY, PlannerOptions, build_report
+from ponder.bench.report_files import render_markdown
 from ponder.budget import Budget
 from ponder.cli import main
 from ponder.engines.embedded import EmbeddedEngine

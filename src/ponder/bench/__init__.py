@@ -19,8 +19,8 @@ from ponder.bench.report import (
     build_report,
     pareto_front,
     replay_data,
-    write_report,
 )
+from ponder.bench.report_files import render_markdown, write_report
 from ponder.bench.run import BenchRunError, RunSummary, make_config, sample_run
 from ponder.bench.store import RunArrays, RunConfig, RunStore, RunStoreError, SampleRecord
 
@@ -50,6 +50,7 @@ __all__ = [
     "make_config",
     "pareto_front",
     "parse_dataset",
+    "render_markdown",
     "replay_data",
     "sample_run",
     "write_report",

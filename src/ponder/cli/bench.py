@@ -52,8 +52,8 @@ from ponder.bench.report import (
     Report,
     build_report,
     default_out,
-    write_report,
 )
+from ponder.bench.report_files import write_report
 from ponder.bench.run import (
     DEFAULT_TOP_LOGPROBS,
     PROMPT_ALLOWANCE,
