@@ -512,6 +512,11 @@ async def test_auto_stops_at_an_agreeing_probe(policy_file: Path) -> None:
     result = await run_strategy("auto", engine, "Q?", {"policy": str(policy_file)})
     assert [r.params.n for r in engine.requests] == [2]
     assert result.answer == "42" and result.samples == 2
+    # The policy was fitted on another model's runs: said, not refused.
+    assert any("fitted on 'tiny''s runs; 'scripted' answers here" in w for w in result.warnings)
+    engine.model = "tiny"
+    same = await run_strategy("auto", engine, "Q?", {"policy": str(policy_file)})
+    assert not any("fitted on" in w for w in same.warnings)
     (plan,) = [step.detail for step in result.trace if step.step == "plan"]
     assert plan["votes"] == 2 and plan["samples"] == 2
 

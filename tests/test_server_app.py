@@ -563,7 +563,7 @@ async def test_samples_given_up_at_the_deadline_still_count_in_usage() -> None:
     assert ponder["answer"] == "4"  # a vote of what the samples had streamed by the deadline
     assert [c["finish_reason"] for c in ponder["candidates"]] == ["stop", "cancelled"]
     long_one = ponder["candidates"][1]["completion_tokens"]
-    assert long_one > 5
+    assert long_one >= 1  # what it streamed by the deadline: how much depends on the machine's load
     # The tokens made until the late cancel took effect are counted too (the server's meter).
     assert body["usage"]["completion_tokens"] > 1 + long_one
     assert body["usage"]["prompt_tokens"] == 10

@@ -45,6 +45,13 @@ def extra_samples(session: Session, wanted: int, probe: ProbeReading) -> int:
 
 async def auto(session: Session, question: Question, p: AutoParams) -> Result:
     policy = load_auto_policy(None if p.policy is None else Path(p.policy))
+    fitted = sorted({run.model for run in policy.fitted_on.runs})
+    if session.engine.model not in fitted:
+        # Difficulty bins and confidences are the fitting model's: another model's may differ.
+        session.warnings.append(
+            f"the auto policy was fitted on {', '.join(map(repr, fitted))}'s runs; "
+            f"{session.engine.model!r} answers here (fit one on its runs: ponder plan fit RUN...)"
+        )
     messages = as_messages(question)
     feature, vote = policy.settings.feature, policy.settings.vote
     needs_logprobs = feature == "confidence" or vote == "mean-logprob"
