@@ -15,9 +15,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-import numpy.typing as npt
-
 from ponder.bench.estimators import powers_of_two
 from ponder.bench.judging import JudgeArrays
 from ponder.bench.replay import ReplayData
@@ -33,11 +30,9 @@ from ponder.bench.store import RunConfig
 from ponder.planning.cascade import cascade_table, oracle
 from ponder.planning.cascade import cross_fit as cross_fit_cascade
 from ponder.planning.fit import cross_fit, evaluate, probe_runs
-from ponder.planning.outcomes import Outcome, PlanRun
+from ponder.planning.outcomes import BoolArray, Outcome, PlanRun
 from ponder.planning.policy import AutoPolicy, Objective, RunSource
 from ponder.planning.pricing import Price
-
-BoolArray = npt.NDArray[np.bool_]
 
 AUTO_TOKEN_SHARE = 0.5
 """Target: auto matches self-consistency at its best N with at most this share of its tokens."""

@@ -7,8 +7,6 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
-import numpy as np
-
 from ponder.bench.report import (
     AUTO,
     AUTO_POLICY,
@@ -257,7 +255,7 @@ def _table(rows: Sequence[ReportRow], several: bool, *, by_n: bool) -> list[str]
 def _amount(axis: Axis, value: float | None) -> str:
     """Tokens as whole numbers, seconds to 3 significant digits, cost per 1,000 items (a cost
     per item is a string of zeros)."""
-    if value is None or not np.isfinite(value):
+    if value is None or not finite(value):
         return "-"
     if axis == "tokens":
         return f"{value:,.0f}"
